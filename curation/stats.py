@@ -1,0 +1,109 @@
+"""Store statistics: sizes, per-annotator counts, disagreements and inter-annotator agreement.
+
+Agreement is Cohen's κ on the polarity of verdicts (positive: accept/best, negative: reject) over
+captions that two annotators both judged (their latest effective verdicts). Each pair of annotators
+gets its own κ; ``agreement.kappa`` pools every pair's items. κ is ``None`` where it is undefined
+(no items, or both raters always gave one same category).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter, defaultdict
+from itertools import combinations
+
+from curation.views import latest_verdicts
+
+MAX_LISTED_DISAGREEMENTS = 100
+
+
+def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
+    """Cohen's κ for (rater A label, rater B label) pairs; ``None`` if undefined."""
+    n = len(pairs)
+    if n == 0:
+        return None
+    observed = sum(a == b for a, b in pairs) / n
+    count_a = Counter(a for a, _ in pairs)
+    count_b = Counter(b for _, b in pairs)
+    expected = sum(count_a[k] * count_b[k] for k in count_a) / (n * n)
+    if expected == 1.0:
+        return None
+    return (observed - expected) / (1.0 - expected)
+
+
+def _polarity(verdict: str) -> str:
+    return "negative" if verdict == "reject" else "positive"
+
+
+def agreement(verdicts: dict[tuple[int, int], dict[str, str]]) -> dict:
+    """κ per annotator pair and pooled, each with the number of items it rests on."""
+    by_pair: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for by in verdicts.values():
+        for a, b in combinations(sorted(by), 2):
+            by_pair[(a, b)].append((_polarity(by[a]), _polarity(by[b])))
+    pooled = [item for items in by_pair.values() for item in items]
+    return {
+        "measure": "cohen_kappa",
+        "kappa": cohen_kappa(pooled),
+        "items": len(pooled),
+        "pairs": {f"{a} / {b}": {"kappa": cohen_kappa(items), "items": len(items)} for (a, b), items in by_pair.items()},
+    }
+
+
+def disagreements(verdicts: dict[tuple[int, int], dict[str, str]]) -> list[dict]:
+    """Captions on which annotators' latest verdicts differ in polarity."""
+    return [
+        {"image_id": img, "caption_id": cap, "verdicts": dict(by)}
+        for (img, cap), by in sorted(verdicts.items())
+        if len({_polarity(v) for v in by.values()}) > 1
+    ]
+
+
+def _per_annotator(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(
+        ("decisions", "images", "accept", "reject", "best", "edit", "undone"), 0))
+    rows = conn.execute(
+        "SELECT annotator, verdict, EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id), COUNT(*)"
+        " FROM decisions d WHERE verdict != 'undo' GROUP BY 1, 2, 3"
+    ).fetchall()
+    for who, verdict, undone, count in rows:
+        if undone:
+            out[who]["undone"] += count
+        else:
+            out[who][verdict] += count
+            out[who]["decisions"] += count if verdict != "edit" else 0
+    for who, images in conn.execute(
+        "SELECT annotator, COUNT(DISTINCT image_id) FROM decisions d WHERE verdict != 'undo'"
+        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id) GROUP BY annotator"
+    ):
+        out[who]["images"] = images
+    return dict(out)
+
+
+def stats(conn: sqlite3.Connection) -> dict:
+    """Counts (``images``, ``captions``, ``decisions`` — effective verdicts —, ``triplets``, ...),
+    ``per_annotator``, ``disagreements`` (count and up to 100 listed) and ``agreement``."""
+    one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+    verdicts = latest_verdicts(conn)
+    disagree = disagreements(verdicts)
+    per = _per_annotator(conn)
+    return {
+        "images": one("SELECT COUNT(*) FROM images"),
+        "images_labelled": one("SELECT COUNT(*) FROM images WHERE n_annotators > 0"),
+        "captions": one("SELECT COUNT(*) FROM captions"),
+        "captions_by_source": dict(conn.execute("SELECT source, COUNT(*) FROM captions GROUP BY source").fetchall()),
+        "decisions": sum(p["decisions"] for p in per.values()),
+        "log_rows": one("SELECT COUNT(*) FROM decisions"),
+        "edits": one("SELECT COUNT(*) FROM edits"),
+        "undone": sum(p["undone"] for p in per.values()),
+        "triplets": one("SELECT COUNT(*) FROM triplets"),
+        "triplets_by_provenance": dict(
+            conn.execute("SELECT provenance, COUNT(*) FROM triplets GROUP BY provenance").fetchall()
+        ),
+        "annotators": len(per),
+        "per_annotator": per,
+        "disagreements": {"count": len(disagree), "items": disagree[:MAX_LISTED_DISAGREEMENTS]},
+        "agreement": agreement(verdicts),
+        "model_versions": one("SELECT COUNT(*) FROM model_versions"),
+        "training_runs": one("SELECT COUNT(*) FROM training_runs"),
+    }

@@ -1,0 +1,176 @@
+"""Triplets (image, positive caption, negative caption): derived from decisions, or imported.
+
+Derivation, per image and annotator, from that annotator's effective decisions (the latest verdict on
+each caption, undone ones left out):
+
+* every accepted or best caption × every rejected caption → provenance ``decision``;
+* every edit recorded with ``makes_triplet`` → (new text, old text), provenance ``edit``.
+
+Derived rows (origin ``derived``) are rebuilt by :func:`rebuild_derived` in the same transaction as the
+decision that changes them, so they always equal what the decision log implies; undo restores the
+previous set. Annotators are never merged: two people who disagree give two sets of triplets.
+Imported triplets (origin ``import``) are stored as read and never rebuilt.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+POSITIVE = ("accept", "best")
+NEGATIVE = ("reject",)
+
+
+@dataclass(frozen=True)
+class TripletFilter:
+    """Which records to read or export (also used for best-captions and table exports).
+
+    ``human_only`` keeps what people decided in this store (no imported triplets or captions choices);
+    ``annotator`` / ``source`` restrict to one annotator / to captions whose source is one of these;
+    ``since`` / ``until`` are ISO dates or times, both inclusive (``"2025-03-01"`` covers that day);
+    ``split`` restricts to images of that split.
+    """
+
+    human_only: bool = False
+    annotator: str | None = None
+    source: tuple[str, ...] | None = None
+    since: str | None = None
+    until: str | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class Triplet:
+    id: int
+    image_id: int
+    image: str
+    cls: str | None
+    positive_id: int
+    positive: str
+    negative_id: int
+    negative: str
+    origin: str
+    provenance: str
+    annotator: str | None
+    position: int | None
+    created_at: str
+
+
+def effective_verdicts(conn: sqlite3.Connection, image_id: int, annotator: str) -> dict[int, tuple[str, str]]:
+    """caption id → (latest verdict, its time) for one annotator on one image, undone decisions left out."""
+    rows = conn.execute(
+        "SELECT caption_id, verdict, created_at FROM decisions d"
+        " WHERE image_id = ? AND annotator = ? AND verdict IN ('accept', 'reject', 'best')"
+        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id) ORDER BY id",
+        (image_id, annotator),
+    ).fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def rebuild_derived(conn: sqlite3.Connection, image_id: int, annotator: str) -> int:
+    """Replace the derived triplets of (image, annotator) by what the decision log implies; return count.
+
+    Call inside the transaction that wrote the decision.
+    """
+    verdicts = effective_verdicts(conn, image_id, annotator)
+    positives = [(c, t) for c, (v, t) in verdicts.items() if v in POSITIVE]
+    negatives = [(c, t) for c, (v, t) in verdicts.items() if v in NEGATIVE]
+    rows = [
+        (image_id, p, n, "decision", annotator, max(tp, tn))
+        for p, tp in positives
+        for n, tn in negatives
+        if p != n
+    ]
+    edits = conn.execute(
+        "SELECT e.new_caption_id, e.old_caption_id, d.created_at FROM decisions d"
+        " JOIN edits e ON e.decision_id = d.id WHERE d.image_id = ? AND d.annotator = ?"
+        " AND e.makes_triplet = 1 AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)",
+        (image_id, annotator),
+    ).fetchall()
+    rows += [(image_id, new, old, "edit", annotator, t) for new, old, t in edits]
+    conn.execute(
+        "DELETE FROM triplets WHERE image_id = ? AND annotator = ? AND origin = 'derived'", (image_id, annotator)
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO triplets(image_id, positive_id, negative_id, origin, provenance, annotator,"
+        " created_at) VALUES (?, ?, ?, 'derived', ?, ?, ?)",
+        rows,
+    )
+    return len(rows)
+
+
+def add_imported_triplets(
+    conn: sqlite3.Connection, rows: Iterable[tuple[int, int, int, str, int, str]]
+) -> int:
+    """Insert (image_id, positive_id, negative_id, provenance, position, created_at) rows; skip present ones.
+
+    Returns how many were new.
+    """
+    before = conn.total_changes
+    conn.executemany(
+        "INSERT OR IGNORE INTO triplets(image_id, positive_id, negative_id, origin, provenance, position,"
+        " created_at) VALUES (?, ?, ?, 'import', ?, ?, ?)",
+        rows,
+    )
+    return conn.total_changes - before
+
+
+def filter_sql(flt: TripletFilter, time_column: str, annotator_column: str | None) -> tuple[str, list]:
+    """SQL conditions (joined by AND, starting with ``1``) and parameters for a filter.
+
+    Expects the images table as ``i``; ``time_column`` / ``annotator_column`` name the record's columns.
+    """
+    sql, params = ["1"], []
+    if flt.annotator is not None and annotator_column:
+        sql.append(f"{annotator_column} = ?")
+        params.append(flt.annotator)
+    if flt.since:
+        sql.append(f"{time_column} >= ?")
+        params.append(flt.since)
+    if flt.until:
+        sql.append(f"substr({time_column}, 1, length(?)) <= ?")
+        params += [flt.until, flt.until]
+    if flt.split is not None:
+        sql.append("i.split = ?")
+        params.append(flt.split)
+    return " AND ".join(sql), params
+
+
+def _source_sql(flt: TripletFilter, *aliases: str) -> tuple[str, list]:
+    if not flt.source:
+        return "1", []
+    marks = ",".join("?" * len(flt.source))
+    return " AND ".join(f"{a}.source IN ({marks})" for a in aliases), list(flt.source) * len(aliases)
+
+
+def list_triplets(conn: sqlite3.Connection, flt: TripletFilter | None = None) -> list[Triplet]:
+    """Triplets matching ``flt`` in insertion order (imported files keep their order).
+
+    A source filter keeps triplets whose positive and negative both come from one of the sources.
+    """
+    return list(iter_triplets(conn, flt or TripletFilter()))
+
+
+def iter_triplets(conn: sqlite3.Connection, flt: TripletFilter, order: str = "t.id") -> Iterable[Triplet]:
+    where, params = filter_sql(flt, "t.created_at", "t.annotator")
+    source_where, source_params = _source_sql(flt, "p", "n")
+    origin = "t.origin = 'derived'" if flt.human_only else "1"
+    cursor = conn.execute(
+        "SELECT t.id, t.image_id, i.path, i.class, t.positive_id, p.text, t.negative_id, n.text, t.origin,"
+        " t.provenance, t.annotator, t.position, t.created_at FROM triplets t"
+        " JOIN images i ON i.id = t.image_id JOIN captions p ON p.id = t.positive_id"
+        " JOIN captions n ON n.id = t.negative_id"
+        f" WHERE {where} AND {source_where} AND {origin} ORDER BY {order}",
+        params + source_params,
+    )
+    for row in cursor:
+        yield Triplet(*row)
+
+
+def triplet_records(conn: sqlite3.Connection, flt: TripletFilter | None = None) -> list[dict]:
+    """Triplets as records of the README format (docs/formats.md): what the trainer reads."""
+    return [
+        {"image_name": t.image, "positive": t.positive, "negative": t.negative, "provenance": t.provenance}
+        for t in iter_triplets(conn, flt or TripletFilter())
+    ]

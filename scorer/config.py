@@ -1,0 +1,85 @@
+"""Configuration of a scorer checkpoint: one dataclass per concern, saved as JSON beside the weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+# LoRA targets as regexes over module names of Qwen2_5_VLForConditionalGeneration. A plain name
+# list ("qkv", "proj") would also wrap the vision patch_embed.proj Conv3d, which LoRA must not touch.
+LORA_TARGETS = {
+    "text": r".*language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)",
+    "vision": r".*visual\.blocks\.\d+\.attn\.(qkv|proj)",
+}
+LORA_TARGETS["both"] = f"(?:{LORA_TARGETS['text']})|(?:{LORA_TARGETS['vision']})"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the backbone (peft). ``towers`` picks the regex in LORA_TARGETS unless ``target_regex`` is set."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    towers: str = "both"  # "both" | "text" | "vision"
+    target_regex: str | None = None
+
+    def targets(self) -> str:
+        if self.target_regex:
+            return self.target_regex
+        if self.towers not in LORA_TARGETS:
+            raise ValueError(f"lora towers must be one of {sorted(LORA_TARGETS)}, got {self.towers!r}")
+        return LORA_TARGETS[self.towers]
+
+
+@dataclass
+class ScorerConfig:
+    """Everything needed to rebuild a DualEncoder around its backbone.
+
+    ``backbone`` is a hub id, a local path, ``"tiny"``, or a path relative to the checkpoint
+    directory (``"backbone"``) when the checkpoint carries its own full backbone weights.
+    """
+
+    backbone: str = DEFAULT_MODEL
+    image_pooling: str = "attention"  # "mean" | "attention"
+    text_pooling: str = "attention"  # "mean" | "attention" | "last"
+    embed_dim: int = 768
+    head_hidden_dim: int = 768
+    head_layers: int = 2
+    head_dropout: float = 0.1
+    max_text_tokens: int = 256
+    min_pixels: int | None = None  # None: the checkpoint's own preprocessor setting
+    max_pixels: int | None = None
+    lora: LoraSettings | None = None
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)  # provenance (training run, source checkpoint, ...)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScorerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown scorer config fields: {unknown}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint format version {version} is newer than this code ({FORMAT_VERSION}); upgrade"
+            )
+        values = dict(data)
+        if values.get("lora") is not None:
+            values["lora"] = LoraSettings(**values["lora"])
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScorerConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,49 @@
+"""The processor beside the model: images and captions → the tensors the two towers take."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from scorer.images import load_image
+
+
+class DualEncoderProcessor:
+    """Wraps the checkpoint's own Qwen2.5-VL processor for the dual encoder.
+
+    Images go through ``scorer.images.load_image`` (16-bit/SAR stretch, pixel budget) and then the
+    Qwen2-VL image processor; captions are tokenised bare (no chat template), right-padded.
+    """
+
+    def __init__(self, processor, max_text_tokens: int = 256):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_text_tokens = max_text_tokens
+        size = processor.image_processor.size
+        self.min_pixels = int(size["shortest_edge"])
+        self.max_pixels = int(size["longest_edge"])
+
+    def load_images(self, images: Sequence[str | os.PathLike[str] | Image.Image]) -> list[Image.Image]:
+        return [load_image(image, self.min_pixels, self.max_pixels) for image in images]
+
+    def images(self, images: Sequence[str | os.PathLike[str] | Image.Image]) -> dict[str, torch.Tensor]:
+        """→ {"pixel_values": (n_patches, C·T·P·P), "image_grid_thw": (n_images, 3)}."""
+        batch = self.processor.image_processor(images=self.load_images(images), return_tensors="pt")
+        return {"pixel_values": batch["pixel_values"], "image_grid_thw": batch["image_grid_thw"]}
+
+    def texts(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """→ {"input_ids": (n, seq), "attention_mask": (n, seq)}; over-long captions are truncated."""
+        for index, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"caption {index} is empty or not a string: {text!r}")
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_tokens,
+            return_tensors="pt",
+        )
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}

@@ -1,0 +1,219 @@
+"""Ranking: encode each image once and each distinct caption once, in batches, with a cache.
+
+``cosine_scores`` and ``rank_candidates`` are pure functions over embeddings (as sentence-transformers'
+``semantic_search``); :class:`Scorer` does the batched, cached encoding around a loaded DualEncoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scorer.model import DualEncoder
+from scorer.qwen2_5_vl.processing import DualEncoderProcessor
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def cosine_scores(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """(n_images, d) × (n_texts, d), both unit norm → (n_images, n_texts) cosine similarities."""
+    return image_embeddings.float() @ text_embeddings.float().T
+
+
+@dataclass
+class RankedCaption:
+    text: str
+    score: float  # cosine similarity in [-1, 1]
+
+
+@dataclass
+class RankedImage:
+    image: str
+    captions: list[RankedCaption]  # best first
+
+    @property
+    def best(self) -> RankedCaption:
+        return self.captions[0]
+
+    @property
+    def margin(self) -> float:
+        """Score gap between the two best captions: small = the model is unsure."""
+        return self.captions[0].score - self.captions[1].score if len(self.captions) > 1 else float("inf")
+
+
+def rank_candidates(image_embedding: torch.Tensor, caption_embeddings: torch.Tensor, captions: Sequence[str],
+                    image: str = "") -> RankedImage:
+    """(d,), (m, d) → the m captions sorted by cosine, best first (ties keep input order)."""
+    scores = cosine_scores(image_embedding[None], caption_embeddings)[0].tolist()
+    order = sorted(range(len(captions)), key=lambda i: -scores[i])
+    return RankedImage(image=image, captions=[RankedCaption(captions[i], scores[i]) for i in order])
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings keyed by (model version, kind, content hash); in memory and optionally on disk.
+
+    On disk: ``<dir>/<model_version>/<kind>/<hash[:2]>/<hash>.npy``, written atomically, so an
+    interrupted run never leaves a half-written vector and any process can share the cache.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None):
+        self.directory = Path(directory) if directory else None
+        self.memory: dict[tuple[str, str, str], np.ndarray] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, version: str, kind: str, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / version / kind / key[:2] / f"{key}.npy"
+
+    def get(self, version: str, kind: str, key: str) -> np.ndarray | None:
+        found = self.memory.get((version, kind, key))
+        if found is None and self.directory is not None:
+            path = self._path(version, kind, key)
+            if path.is_file():
+                found = np.load(path)
+                self.memory[(version, kind, key)] = found
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, version: str, kind: str, key: str, vector: np.ndarray) -> None:
+        self.memory[(version, kind, key)] = vector
+        if self.directory is not None:
+            path = self._path(version, kind, key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, vector)
+            os.replace(tmp, path)
+
+
+class Scorer:
+    """A loaded DualEncoder that embeds, scores and ranks, in batches, through an EmbeddingCache."""
+
+    def __init__(self, model: DualEncoder, processor: DualEncoderProcessor, model_version: str,
+                 batch_size: int = 16, cache: EmbeddingCache | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.model_version = model_version
+        self.batch_size = batch_size
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike[str], device: str | None = None,
+                        batch_size: int = 16, cache_dir: str | os.PathLike[str] | None = None) -> Scorer:
+        from scorer.checkpoint import load_checkpoint
+
+        model, processor = load_checkpoint(checkpoint, device=device)
+        return cls(model, processor, checkpoint_version(checkpoint), batch_size, EmbeddingCache(cache_dir))
+
+    # -- embedding -----------------------------------------------------------------------------------
+    def _embed(self, kind: str, keys: list[str], items: list, encode: Callable[[list], torch.Tensor],
+               order: list[int], on_progress: ProgressCallback | None) -> torch.Tensor:
+        """Look each key up in the cache; encode the misses in batches taken in ``order``."""
+        vectors: list[np.ndarray | None] = [self.cache.get(self.model_version, kind, key) for key in keys]
+        todo = [i for i in order if vectors[i] is None]
+        first_of: dict[str, int] = {}
+        unique = [i for i in todo if first_of.setdefault(keys[i], i) == i]  # identical content: encode once
+        for start in range(0, len(unique), self.batch_size):
+            batch = unique[start:start + self.batch_size]
+            with torch.inference_mode():
+                embedded = encode([items[i] for i in batch]).float().cpu().numpy()
+            for i, vector in zip(batch, embedded):
+                self.cache.put(self.model_version, kind, keys[i], vector)
+                vectors[i] = vector
+            if on_progress:
+                on_progress(min(start + self.batch_size, len(unique)), len(unique))
+        for i in todo:
+            if vectors[i] is None:
+                vectors[i] = vectors[first_of[keys[i]]]
+        return torch.from_numpy(np.stack(vectors)) if vectors else torch.empty(0, self.model.config.embed_dim)
+
+    def embed_images(self, images: Sequence[str | os.PathLike[str]],
+                     on_progress: ProgressCallback | None = None) -> torch.Tensor:
+        """Image files → (n, d). Keyed by file content, so a renamed file is not re-encoded."""
+        keys = [image_key(path) for path in images]
+
+        def encode(paths: list) -> torch.Tensor:
+            batch = {k: v.to(self.device) for k, v in self.processor.images(paths).items()}
+            return self.model.encode_images(**batch)
+
+        return self._embed("image", keys, list(images), encode, list(range(len(keys))), on_progress)
+
+    def embed_texts(self, texts: Sequence[str], on_progress: ProgressCallback | None = None) -> torch.Tensor:
+        """Captions → (m, d); batches are taken in length order to cut padding."""
+        keys = [content_hash(text.encode("utf-8")) for text in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+
+        def encode(batch_texts: list) -> torch.Tensor:
+            batch = {k: v.to(self.device) for k, v in self.processor.texts(batch_texts).items()}
+            return self.model.encode_texts(**batch)
+
+        return self._embed("text", keys, list(texts), encode, order, on_progress)
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """(image path, caption) pairs → cosine per pair; each image and caption encoded once."""
+        images = _distinct([image for image, _ in pairs])
+        texts = _distinct([text for _, text in pairs])
+        image_emb = self.embed_images(images)
+        text_emb = self.embed_texts(texts)
+        image_row = {path: i for i, path in enumerate(images)}
+        text_row = {text: i for i, text in enumerate(texts)}
+        return [float(image_emb[image_row[image]] @ text_emb[text_row[text]]) for image, text in pairs]
+
+    def rank(self, items: Sequence[tuple[str, Sequence[str]]],
+             on_progress: ProgressCallback | None = None) -> list[RankedImage]:
+        """[(image path, [caption, ...]), ...] → each image's captions, best first."""
+        images = [image for image, _ in items]
+        texts = _distinct([text for _, captions in items for text in captions])
+        image_emb = self.embed_images(images, on_progress)
+        text_emb = self.embed_texts(texts, on_progress)
+        row = {text: i for i, text in enumerate(texts)}
+        return [rank_candidates(image_emb[n], text_emb[[row[t] for t in captions]], list(captions), str(image))
+                for n, (image, captions) in enumerate(items)]
+
+
+def _distinct(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def image_key(path: str | os.PathLike[str]) -> str:
+    """Content hash of an image file; a missing file raises ImageLoadError naming it."""
+    from scorer.images import ImageLoadError
+
+    try:
+        return content_hash(Path(path).read_bytes())
+    except OSError as err:
+        raise ImageLoadError(f"cannot read image {path}: {err.strerror or err}") from err
+
+
+def checkpoint_version(checkpoint: str | os.PathLike[str]) -> str:
+    """A model version id: hash of the checkpoint's config, heads and adapter.
+
+    The backbone is left out (gigabytes to read); every training run rewrites the heads anyway.
+    """
+    directory = Path(checkpoint)
+    digest = hashlib.sha256()
+    for name in ("scorer_config.json", "model_config.json", "heads.safetensors",
+                 "adapter/adapter_model.safetensors", "adapter_model.safetensors"):
+        file = directory / name
+        if file.is_file():
+            digest.update(name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
