@@ -72,6 +72,7 @@ class DualEncoder(nn.Module):
         lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                           target_modules=settings.targets(), bias="none")
         self.backbone = get_peft_model(self.backbone, lora)
+        self.backbone.train(self.training)  # peft switches to train mode; keep the caller's mode
         self.config.lora = settings
 
     # -- towers ------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ UCM_DIR = ROOT.parent / "shared" / "data" / "ucm"
 REFERENCE_3B = ROOT.parent / "shared" / "reference" / "qwen2.5-vl-3b-instruct"
 # The tiny backbone is built once per machine and reused by every test run.
 os.environ.setdefault("REMOTE_SCORER_CACHE", str(ROOT / ".cache" / "remote_scorer"))
+# No test may reach for the hub: fail fast instead of waiting for network retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

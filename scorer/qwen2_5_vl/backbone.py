@@ -42,8 +42,26 @@ def resolve_backbone_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def hub_offline() -> bool:
+    """True when the user said there is no hub (read at call time, not at import like huggingface_hub)."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return constants.HF_HUB_OFFLINE or any(flag.lower() in ("1", "true", "yes", "on") for flag in flags)
+
+
+def _check_reachable(name: str) -> None:
+    """Offline and not in the local cache: fail at once instead of after the hub client's retries."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if Path(name).expanduser().is_dir() or not hub_offline():
+        return
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise _not_found(name, OSError("offline mode"))
+
+
 def _not_found(name: str, err: Exception) -> BackboneNotFoundError:
-    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    offline = hub_offline()
     why = "the hub is offline and it is not in the local cache" if offline else "it could not be downloaded"
     return BackboneNotFoundError(
         f"cannot load Qwen2.5-VL model {name!r}: it is not a local directory and {why} ({err}). "
@@ -70,6 +88,7 @@ def load_backbone(
     pixel_limits = {key: value for key, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if value}
     if not Path(path).is_dir() and Path(path).expanduser().exists():
         raise BackboneNotFoundError(f"backbone path {path} exists but is not a checkpoint directory")
+    _check_reachable(path)
     try:
         processor = AutoProcessor.from_pretrained(path, **pixel_limits)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)

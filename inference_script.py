@@ -1,0 +1,183 @@
+"""Score or rank captions of remote-sensing images with a trained scorer checkpoint.
+
+Modes (flags kept from the original Remote_Scorer project, plus ranking):
+
+  python inference_script.py --checkpoint DIR --image_path P --text T
+  python inference_script.py --checkpoint DIR --json_input pairs.json [--json_output out.json]
+      pairs.json: [{"image_path": ..., "text": ...}, ...] → the same records + "similarity_score"
+  python inference_script.py --checkpoint DIR --rank --json_input items.json [--json_output out.json]
+      items.json: [{"image": ..., "captions": [...]}, ...] → each image's captions sorted by score + "best"
+
+``similarity_score`` is the cosine similarity in [-1, 1]. The original project reported (cos + 1) / 2
+in [0, 1]; convert with ``(score + 1) / 2`` to compare with its numbers.
+
+Corpora too large for one device: ``accelerate launch [--num_processes N] inference_script.py ...``
+splits the records across processes (and machines); the main process writes results in input order.
+A missing or unreadable image, or a malformed record, stops with a message naming the file and the
+record index, and exit status 2 — never a silent score of 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from common.paths import PathOutsideRootError, resolve_inside
+
+EXIT_BAD_INPUT = 2
+
+
+class InputError(ValueError):
+    """Bad input named precisely (file, record index, field)."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Score remote-sensing image captions with a scorer checkpoint")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="scorer checkpoint directory (or an original Remote_Scorer one)")
+    source.add_argument("--model", help="untrained scorer on a backbone: hub id, local path or 'tiny'")
+    parser.add_argument("--image_path", help="one image to score against --text")
+    parser.add_argument("--text", help="the caption to score with --image_path")
+    parser.add_argument("--json_input", help="JSON file of records (pairs, or with --rank images with captions)")
+    parser.add_argument("--json_output", help="write results here (default: print them)")
+    parser.add_argument("--rank", action="store_true", help="rank each image's captions ({image, captions})")
+    parser.add_argument("--image_root", help="resolve image paths inside this directory (and never outside it)")
+    parser.add_argument("--batch_size", type=int, default=16, help="images or captions per forward pass")
+    parser.add_argument("--cache_dir", help="on-disk embedding cache shared between runs")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: accelerate's choice)")
+    args = parser.parse_args(argv)
+    single = args.image_path is not None or args.text is not None
+    if single and (args.image_path is None or args.text is None):
+        parser.error("--image_path and --text go together")
+    if single == (args.json_input is not None):
+        parser.error("give either --image_path with --text, or --json_input")
+    if args.rank and not args.json_input:
+        parser.error("--rank needs --json_input")
+    return args
+
+
+def resolve_image(path: str, image_root: str | None, where: str) -> str:
+    try:
+        resolved = resolve_inside(image_root, path) if image_root else Path(path)
+    except PathOutsideRootError as err:
+        raise InputError(f"{where}: {err}") from None
+    if not resolved.is_file():
+        raise InputError(f"{where}: image file not found: {resolved}")
+    return str(resolved)
+
+
+def _text_field(record: dict, field: str, where: str) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: field {field!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def read_records(path: str, rank: bool, image_root: str | None) -> list[dict]:
+    """Load and validate every record up front; the error names the file, record index and field."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"input file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    records = []
+    for index, record in enumerate(data):
+        where = f"{path}: record {index}"
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: expected an object, got {type(record).__name__}")
+        if rank:
+            captions = record.get("captions")
+            if not isinstance(captions, list) or not captions:
+                raise InputError(f"{where}: field 'captions' must be a non-empty list of strings")
+            for n, caption in enumerate(captions):
+                _text_field({"caption": caption}, "caption", f"{where}, caption {n}")
+            image = _text_field(record, "image", where)
+        else:
+            _text_field(record, "text", where)
+            image = _text_field(record, "image_path", where)
+        records.append({**record, "_resolved": resolve_image(image, image_root, where), "_index": index})
+    return records
+
+
+def load_scorer(args: argparse.Namespace, device):
+    from scorer import Scorer
+    from scorer.ranking import EmbeddingCache, checkpoint_version
+
+    if args.checkpoint:
+        return Scorer.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size,
+                                      cache_dir=args.cache_dir)
+    from scorer import new_scorer
+    from scorer.tiny import tiny_scorer_config
+
+    logging.warning("no --checkpoint: scoring with UNTRAINED heads on %s (for plumbing checks only)", args.model)
+    config = tiny_scorer_config() if args.model == "tiny" else None
+    model, processor = new_scorer(args.model, config, device=device)
+    return Scorer(model, processor, f"untrained-{args.model}", args.batch_size, EmbeddingCache(args.cache_dir))
+
+
+def score_records(scorer, records: list[dict], rank: bool) -> list[dict]:
+    """Score (or rank) this process's records; each image and caption is encoded once."""
+    from scorer import ImageLoadError
+
+    try:
+        if rank:
+            ranked = scorer.rank([(r["_resolved"], r["captions"]) for r in records])
+            return [_ranked_record(r, result) for r, result in zip(records, ranked)]
+        scores = scorer.score_pairs([(r["_resolved"], r["text"]) for r in records])
+    except ImageLoadError as err:
+        bad = [r["_index"] for r in records if r["_resolved"] in str(err)]
+        raise InputError(f"record {bad[0] if bad else '?'}: {err}") from None
+    return [{**_public(r), "similarity_score": score} for r, score in zip(records, scores)]
+
+
+def _public(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def _ranked_record(record: dict, ranked) -> dict:
+    captions = [{"text": c.text, "score": c.score} for c in ranked.captions]
+    return {**_public(record), "captions": captions, "best": captions[0], "margin": ranked.margin}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
+    try:
+        if args.json_input:
+            records = read_records(args.json_input, args.rank, args.image_root)
+        else:
+            where = "--image_path"
+            records = [{"image_path": args.image_path, "text": args.text, "_index": 0,
+                        "_resolved": resolve_image(args.image_path, args.image_root, where)}]
+        accelerator = Accelerator(cpu=args.device == "cpu")
+        scorer = load_scorer(args, args.device or accelerator.device)
+        with accelerator.split_between_processes(records) as mine:
+            results = list(zip([r["_index"] for r in mine], score_records(scorer, mine, args.rank)))
+        results = gather_object(results)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not accelerator.is_main_process:
+        return 0
+    ordered = [result for _, result in sorted(results, key=lambda pair: pair[0])]
+    if not args.json_input:
+        print(f"image: {args.image_path}\ntext: {args.text}\nsimilarity_score: {ordered[0]['similarity_score']:.4f}")
+    elif args.json_output:
+        Path(args.json_output).write_text(json.dumps(ordered, ensure_ascii=False, indent=2), encoding="utf-8")
+        print(f"wrote {len(ordered)} results to {args.json_output}")
+    else:
+        print(json.dumps(ordered, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
