@@ -32,7 +32,8 @@ class Decision:
 
 def _decision(conn: sqlite3.Connection, decision_id: int) -> Decision:
     row = conn.execute(
-        "SELECT id, image_id, caption_id, verdict, annotator, model_version_id, score_shown, undoes, created_at"
+        "SELECT id, image_id, caption_id, verdict, annotator, model_version_id, score_shown, undoes,"
+        " created_at"
         " FROM decisions WHERE id = ?",
         (decision_id,),
     ).fetchone()
@@ -70,7 +71,8 @@ def _append(
     undoes: int | None = None,
 ) -> int:
     cursor = conn.execute(
-        "INSERT INTO decisions(image_id, caption_id, verdict, annotator, model_version_id, score_shown, undoes,"
+        "INSERT INTO decisions(image_id, caption_id, verdict, annotator, model_version_id, score_shown,"
+        " undoes,"
         " created_at) VALUES (?,?,?,?,?,?,?,?)",
         (image_id, caption_id, verdict, annotator, model_version_id, score_shown, undoes, now_iso()),
     )

@@ -39,8 +39,13 @@ class TrainingRun:
 
 def _model(row: sqlite3.Row) -> ModelVersion:
     return ModelVersion(
-        id=row["id"], path=row["path"], metrics=json.loads(row["metrics"]), parent_id=row["parent_id"],
-        provenance=json.loads(row["provenance"]), active=bool(row["active"]), created_at=row["created_at"],
+        id=row["id"],
+        path=row["path"],
+        metrics=json.loads(row["metrics"]),
+        parent_id=row["parent_id"],
+        provenance=json.loads(row["provenance"]),
+        active=bool(row["active"]),
+        created_at=row["created_at"],
     )
 
 
@@ -90,8 +95,13 @@ def list_model_versions(conn: sqlite3.Connection) -> list[ModelVersion]:
 
 def _run(row: sqlite3.Row) -> TrainingRun:
     return TrainingRun(
-        id=row["id"], config=json.loads(row["config"]), status=row["status"], metrics=json.loads(row["metrics"]),
-        model_version_id=row["model_version_id"], created_at=row["created_at"], updated_at=row["updated_at"],
+        id=row["id"],
+        config=json.loads(row["config"]),
+        status=row["status"],
+        metrics=json.loads(row["metrics"]),
+        model_version_id=row["model_version_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
@@ -117,13 +127,22 @@ def update_training_run(
     if status not in RUN_STATUSES:
         raise ValueError(f"training run status {status!r} is not one of {', '.join(RUN_STATUSES)}")
     with transaction(conn):
-        row = conn.execute("SELECT metrics, model_version_id FROM training_runs WHERE id = ?", (run_id,)).fetchone()
+        row = conn.execute(
+            "SELECT metrics, model_version_id FROM training_runs WHERE id = ?", (run_id,)
+        ).fetchone()
         if row is None:
             raise ValueError(f"training run {run_id} does not exist")
         merged = {**json.loads(row[0]), **(metrics or {})}
         conn.execute(
-            "UPDATE training_runs SET status = ?, metrics = ?, model_version_id = ?, updated_at = ? WHERE id = ?",
-            (status, json.dumps(merged), model_version if model_version is not None else row[1], now_iso(), run_id),
+            "UPDATE training_runs SET status = ?, metrics = ?, model_version_id = ?, updated_at = ?"
+            " WHERE id = ?",
+            (
+                status,
+                json.dumps(merged),
+                model_version if model_version is not None else row[1],
+                now_iso(),
+                run_id,
+            ),
         )
 
 

@@ -15,13 +15,15 @@ still has a candidate. Selection and lease happen in one ``BEGIN IMMEDIATE`` tra
 annotators (threads or processes) never hold the same image at once.
 
 The queue's model is the active model version; before any is active, the newest model version that
-:func:`record_scores` was given. Its margins are copied onto ``images.queue_margin`` so the order is an index scan.
+:func:`record_scores` was given. Its margins are copied onto ``images.queue_margin`` so the order is an
+index scan.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -66,11 +68,11 @@ def next_image(
         raise ValueError("annotator name is empty")
     now = time.time()
     params = {"who": annotator, "share": opts.overlap_share * OVERLAP_BUCKETS}
-    skip = ",".join(str(int(i)) for i in exclude) or "NULL"
+    skip = f"AND i.id NOT IN ({','.join(str(int(i)) for i in exclude)})" if exclude else ""
     with transaction(conn):
         row = conn.execute(
             f"SELECT i.id FROM leases l JOIN images i ON i.id = l.image_id WHERE l.annotator = :who"
-            f" AND l.expires_at > :now AND i.id NOT IN ({skip}) AND NOT {_MINE} LIMIT 1",
+            f" AND l.expires_at > :now {skip} AND NOT {_MINE} LIMIT 1",
             {**params, "now": now},
         ).fetchone()
         image_id = row[0] if row else None
@@ -88,16 +90,18 @@ def next_image(
 def _pick(conn: sqlite3.Connection, opts: QueueOptions, params: dict, skip: str) -> int | None:
     pools = []
     if opts.overlap_share > 0:
-        pools.append(
-            f"i.n_annotators = 1 AND (i.id * {_HASH}) % {OVERLAP_BUCKETS} < :share AND NOT {_MINE}"
-        )
+        pools.append(f"i.n_annotators = 1 AND (i.id * {_HASH}) % {OVERLAP_BUCKETS} < :share AND NOT {_MINE}")
     pools.append("i.n_annotators = 0")
     for pool in pools:
         classes = _classes_by_need(conn) if opts.class_balance else [None]
         for cls in classes:
-            class_sql = "" if not opts.class_balance else ("AND i.class IS NULL" if cls is None else "AND i.class = :cls")
+            class_sql = (
+                ""
+                if not opts.class_balance
+                else ("AND i.class IS NULL" if cls is None else "AND i.class = :cls")
+            )
             row = conn.execute(
-                f"SELECT i.id FROM images i WHERE {pool} {class_sql} AND {_FREE} AND i.id NOT IN ({skip})"
+                f"SELECT i.id FROM images i WHERE {pool} {class_sql} AND {_FREE} {skip}"
                 " ORDER BY i.queue_margin, i.id LIMIT 1",
                 {**params, "cls": cls},
             ).fetchone()
@@ -108,18 +112,23 @@ def _pick(conn: sqlite3.Connection, opts: QueueOptions, params: dict, skip: str)
 
 def _classes_by_need(conn: sqlite3.Connection) -> list[str | None]:
     """Classes that still have undecided images, fewest decided-or-leased images first."""
-    rows = conn.execute(
-        "SELECT i.class, SUM(i.n_annotators > 0) + (SELECT COUNT(*) FROM leases l JOIN images j"
-        " ON j.id = l.image_id WHERE j.class IS i.class) AS taken FROM images i GROUP BY i.class"
-        " HAVING SUM(i.n_annotators = 0) > 0 ORDER BY taken, i.class"
-    ).fetchall()
-    return [row[0] for row in rows]
+    leased = Counter(
+        row[0]
+        for row in conn.execute(
+            "SELECT ifnull((SELECT i.class FROM images i WHERE i.id = l.image_id), '') FROM leases l"
+        )
+    )
+    rows = conn.execute("SELECT class, decided FROM class_counts WHERE images > decided").fetchall()
+    ranked = sorted(rows, key=lambda row: (row[1] + leased.get(row[0], 0), row[0]))
+    return [row[0] or None for row in ranked]
 
 
 def release_lease(conn: sqlite3.Connection, image_id: int, annotator: str) -> bool:
     """Give back ``annotator``'s lease on an image; return whether there was one."""
     with transaction(conn):
-        cursor = conn.execute("DELETE FROM leases WHERE image_id = ? AND annotator = ?", (image_id, annotator))
+        cursor = conn.execute(
+            "DELETE FROM leases WHERE image_id = ? AND annotator = ?", (image_id, annotator)
+        )
         return cursor.rowcount > 0
 
 
@@ -168,14 +177,18 @@ def _refresh_margins(conn: sqlite3.Connection, model_version: int, images: list[
     margins = []
     for image_id in images:
         top = conn.execute(
-            "SELECT score FROM scores WHERE model_version_id = ? AND image_id = ? ORDER BY score DESC LIMIT 2",
+            "SELECT score FROM scores WHERE model_version_id = ? AND image_id = ?"
+            " ORDER BY score DESC LIMIT 2",
             (model_version, image_id),
         ).fetchall()
         margins.append((model_version, image_id, top[0][0] - top[1][0] if len(top) == 2 else None))
-    conn.executemany("INSERT OR REPLACE INTO margins(model_version_id, image_id, margin) VALUES (?,?,?)", margins)
+    conn.executemany(
+        "INSERT OR REPLACE INTO margins(model_version_id, image_id, margin) VALUES (?,?,?)", margins
+    )
     if queue_model(conn) == model_version:
         conn.executemany(
-            "UPDATE images SET queue_margin = coalesce(?, 9e999) WHERE id = ?", [(m, i) for _, i, m in margins]
+            "UPDATE images SET queue_margin = coalesce(?, 9e999) WHERE id = ?",
+            [(m, i) for _, i, m in margins],
         )
 
 

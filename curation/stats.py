@@ -46,7 +46,10 @@ def agreement(verdicts: dict[tuple[int, int], dict[str, str]]) -> dict:
         "measure": "cohen_kappa",
         "kappa": cohen_kappa(pooled),
         "items": len(pooled),
-        "pairs": {f"{a} / {b}": {"kappa": cohen_kappa(items), "items": len(items)} for (a, b), items in by_pair.items()},
+        "pairs": {
+            f"{a} / {b}": {"kappa": cohen_kappa(items), "items": len(items)}
+            for (a, b), items in by_pair.items()
+        },
     }
 
 
@@ -60,8 +63,9 @@ def disagreements(verdicts: dict[tuple[int, int], dict[str, str]]) -> list[dict]
 
 
 def _per_annotator(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(
-        ("decisions", "images", "accept", "reject", "best", "edit", "undone"), 0))
+    out: dict[str, dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys(("decisions", "images", "accept", "reject", "best", "edit", "undone"), 0)
+    )
     rows = conn.execute(
         "SELECT annotator, verdict, EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id), COUNT(*)"
         " FROM decisions d WHERE verdict != 'undo' GROUP BY 1, 2, 3"
@@ -83,7 +87,10 @@ def _per_annotator(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
 def stats(conn: sqlite3.Connection) -> dict:
     """Counts (``images``, ``captions``, ``decisions`` — effective verdicts —, ``triplets``, ...),
     ``per_annotator``, ``disagreements`` (count and up to 100 listed) and ``agreement``."""
-    one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+
+    def one(sql: str) -> int:
+        return conn.execute(sql).fetchone()[0]
+
     verdicts = latest_verdicts(conn)
     disagree = disagreements(verdicts)
     per = _per_annotator(conn)
@@ -91,7 +98,9 @@ def stats(conn: sqlite3.Connection) -> dict:
         "images": one("SELECT COUNT(*) FROM images"),
         "images_labelled": one("SELECT COUNT(*) FROM images WHERE n_annotators > 0"),
         "captions": one("SELECT COUNT(*) FROM captions"),
-        "captions_by_source": dict(conn.execute("SELECT source, COUNT(*) FROM captions GROUP BY source").fetchall()),
+        "captions_by_source": dict(
+            conn.execute("SELECT source, COUNT(*) FROM captions GROUP BY source").fetchall()
+        ),
         "decisions": sum(p["decisions"] for p in per.values()),
         "log_rows": one("SELECT COUNT(*) FROM decisions"),
         "edits": one("SELECT COUNT(*) FROM edits"),

@@ -48,6 +48,25 @@ CREATE TABLE images (
 CREATE INDEX images_queue ON images(n_annotators, queue_margin, id);
 CREATE INDEX images_class_queue ON images(class, n_annotators, queue_margin, id);
 
+-- Per-class image counts for the queue's class balance, kept by triggers ('' stands for no class).
+CREATE TABLE class_counts (
+    class TEXT PRIMARY KEY,
+    images INTEGER NOT NULL DEFAULT 0,
+    decided INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER class_counts_insert AFTER INSERT ON images BEGIN
+    INSERT INTO class_counts(class, images, decided) VALUES (ifnull(NEW.class, ''), 1, NEW.n_annotators > 0)
+    ON CONFLICT(class) DO UPDATE SET images = images + 1, decided = decided + (NEW.n_annotators > 0);
+END;
+CREATE TRIGGER class_counts_update AFTER UPDATE OF class, n_annotators ON images
+WHEN ifnull(OLD.class, '') != ifnull(NEW.class, '') OR (OLD.n_annotators > 0) != (NEW.n_annotators > 0)
+BEGIN
+    UPDATE class_counts SET images = images - 1, decided = decided - (OLD.n_annotators > 0)
+    WHERE class = ifnull(OLD.class, '');
+    INSERT INTO class_counts(class, images, decided) VALUES (ifnull(NEW.class, ''), 1, NEW.n_annotators > 0)
+    ON CONFLICT(class) DO UPDATE SET images = images + 1, decided = decided + (NEW.n_annotators > 0);
+END;
+
 CREATE TABLE captions (
     id INTEGER PRIMARY KEY,
     image_id INTEGER NOT NULL REFERENCES images(id),
@@ -114,7 +133,7 @@ CREATE TABLE scores (
     score REAL NOT NULL,
     PRIMARY KEY (model_version_id, caption_id)
 ) WITHOUT ROWID;
-CREATE INDEX scores_image ON scores(model_version_id, image_id);
+CREATE INDEX scores_image ON scores(model_version_id, image_id, score);
 
 -- Margin between the two best caption scores of an image under one model (NULL: < 2 captions scored).
 CREATE TABLE margins (
@@ -187,8 +206,10 @@ def open_store(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return  # current: no write lock needed
     with transaction(conn):
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock
         if version > SCHEMA_VERSION:
             raise ValueError(
                 f"database {path} has schema version {version}; this code knows up to {SCHEMA_VERSION}"
@@ -320,9 +341,16 @@ def find_image(conn: sqlite3.Connection, rel_path: str) -> int | None:
 
 def image_from_row(row: sqlite3.Row) -> Image:
     return Image(
-        id=row["id"], path=row["path"], root=row["root"], sha256=row["sha256"], width=row["width"],
-        height=row["height"], cls=row["class"], split=row["split"],
-        tags=json.loads(row["tags"]) if row["tags"] else [], n_annotators=row["n_annotators"],
+        id=row["id"],
+        path=row["path"],
+        root=row["root"],
+        sha256=row["sha256"],
+        width=row["width"],
+        height=row["height"],
+        cls=row["class"],
+        split=row["split"],
+        tags=json.loads(row["tags"]) if row["tags"] else [],
+        n_annotators=row["n_annotators"],
         created_at=row["created_at"],
     )
 

@@ -15,7 +15,7 @@ Imported triplets (origin ``import``) are stored as read and never rebuilt.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 POSITIVE = ("accept", "best")
@@ -90,7 +90,8 @@ def rebuild_derived(conn: sqlite3.Connection, image_id: int, annotator: str) -> 
     ).fetchall()
     rows += [(image_id, new, old, "edit", annotator, t) for new, old, t in edits]
     conn.execute(
-        "DELETE FROM triplets WHERE image_id = ? AND annotator = ? AND origin = 'derived'", (image_id, annotator)
+        "DELETE FROM triplets WHERE image_id = ? AND annotator = ? AND origin = 'derived'",
+        (image_id, annotator),
     )
     conn.executemany(
         "INSERT OR IGNORE INTO triplets(image_id, positive_id, negative_id, origin, provenance, annotator,"
@@ -152,25 +153,35 @@ def list_triplets(conn: sqlite3.Connection, flt: TripletFilter | None = None) ->
     return list(iter_triplets(conn, flt or TripletFilter()))
 
 
-def iter_triplets(conn: sqlite3.Connection, flt: TripletFilter, order: str = "t.id") -> Iterable[Triplet]:
+def triplet_query(flt: TripletFilter, columns: str, order: str = "t.id") -> tuple[str, list]:
+    """SQL selecting ``columns`` of the triplets matching ``flt`` (aliases: t, i image, p / n captions)."""
     where, params = filter_sql(flt, "t.created_at", "t.annotator")
     source_where, source_params = _source_sql(flt, "p", "n")
     origin = "t.origin = 'derived'" if flt.human_only else "1"
-    cursor = conn.execute(
-        "SELECT t.id, t.image_id, i.path, i.class, t.positive_id, p.text, t.negative_id, n.text, t.origin,"
-        " t.provenance, t.annotator, t.position, t.created_at FROM triplets t"
-        " JOIN images i ON i.id = t.image_id JOIN captions p ON p.id = t.positive_id"
-        " JOIN captions n ON n.id = t.negative_id"
-        f" WHERE {where} AND {source_where} AND {origin} ORDER BY {order}",
-        params + source_params,
+    sql = (
+        f"SELECT {columns} FROM triplets t JOIN images i ON i.id = t.image_id"
+        " JOIN captions p ON p.id = t.positive_id JOIN captions n ON n.id = t.negative_id"
+        f" WHERE {where} AND {source_where} AND {origin} ORDER BY {order}"
     )
-    for row in cursor:
+    return sql, params + source_params
+
+
+def iter_triplets(conn: sqlite3.Connection, flt: TripletFilter, order: str = "t.id") -> Iterator[Triplet]:
+    columns = (
+        "t.id, t.image_id, i.path, i.class, t.positive_id, p.text, t.negative_id, n.text, t.origin,"
+        " t.provenance, t.annotator, t.position, t.created_at"
+    )
+    sql, params = triplet_query(flt, columns, order)
+    for row in conn.execute(sql, params):
         yield Triplet(*row)
 
 
 def triplet_records(conn: sqlite3.Connection, flt: TripletFilter | None = None) -> list[dict]:
     """Triplets as records of the README format (docs/formats.md): what the trainer reads."""
-    return [
-        {"image_name": t.image, "positive": t.positive, "negative": t.negative, "provenance": t.provenance}
-        for t in iter_triplets(conn, flt or TripletFilter())
-    ]
+    return list(iter_records(conn, flt or TripletFilter()))
+
+
+def iter_records(conn: sqlite3.Connection, flt: TripletFilter) -> Iterator[dict]:
+    sql, params = triplet_query(flt, "i.path, p.text, n.text, t.provenance")
+    for image, positive, negative, provenance in conn.execute(sql, params):
+        yield {"image_name": image, "positive": positive, "negative": negative, "provenance": provenance}

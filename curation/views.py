@@ -25,7 +25,7 @@ class CaptionRow:
     author: str | None
     created_at: str
     verdicts: dict[str, str] = field(default_factory=dict)  # annotator → latest effective verdict
-    score: float | None = None  # under the queue's model (see curation.queue)
+    score: float | None = None  # under the model asked for (default: the queue's model)
     edit_of: int | None = None  # the caption this one was edited from
 
 
@@ -56,22 +56,28 @@ class ImageFilter:
             raise ValueError(f"image status {self.status!r} is not one of {', '.join(STATUSES)}")
 
 
-def latest_verdicts(conn: sqlite3.Connection, image_id: int | None = None) -> dict[tuple[int, int], dict[str, str]]:
+def latest_verdicts(
+    conn: sqlite3.Connection, image_id: int | None = None
+) -> dict[tuple[int, int], dict[str, str]]:
     """(image id, caption id) → {annotator: latest effective verdict}, for one image or all."""
     where, params = ("d.image_id = ? AND ", (image_id,)) if image_id is not None else ("", ())
     out: dict[tuple[int, int], dict[str, str]] = defaultdict(dict)
     for img, cap, who, verdict in conn.execute(
-        f"SELECT image_id, caption_id, annotator, verdict FROM decisions d WHERE {where}{_EFFECTIVE} ORDER BY id",
+        "SELECT image_id, caption_id, annotator, verdict FROM decisions d"
+        f" WHERE {where}{_EFFECTIVE} ORDER BY id",
         params,
     ):
         out[(img, cap)][who] = verdict
     return dict(out)
 
 
-def image_captions(conn: sqlite3.Connection, image_id: int) -> list[CaptionRow]:
-    """Captions of an image in insertion order, with every annotator's latest verdict and the queue score."""
+def image_captions(
+    conn: sqlite3.Connection, image_id: int, model_version: int | None = None
+) -> list[CaptionRow]:
+    """Captions of an image in insertion order, with every annotator's latest verdict and the score under
+    ``model_version`` (default: the queue's model, see :mod:`curation.queue`)."""
     verdicts = latest_verdicts(conn, image_id)
-    model = queue_model(conn)
+    model = model_version if model_version is not None else queue_model(conn)
     rows = conn.execute(
         "SELECT c.id, c.text, c.source, c.author, c.created_at,"
         " (SELECT s.score FROM scores s WHERE s.model_version_id = ? AND s.caption_id = c.id),"
@@ -80,15 +86,25 @@ def image_captions(conn: sqlite3.Connection, image_id: int) -> list[CaptionRow]:
         (model, image_id),
     ).fetchall()
     return [
-        CaptionRow(id=r[0], text=r[1], source=r[2], author=r[3], created_at=r[4],
-                   verdicts=verdicts.get((image_id, r[0]), {}), score=r[5], edit_of=r[6])
+        CaptionRow(
+            id=r[0],
+            text=r[1],
+            source=r[2],
+            author=r[3],
+            created_at=r[4],
+            verdicts=verdicts.get((image_id, r[0]), {}),
+            score=r[5],
+            edit_of=r[6],
+        )
         for r in rows
     ]
 
 
 def disputed_images(conn: sqlite3.Connection) -> set[int]:
     """Images where two annotators' latest verdicts on one caption differ in polarity."""
-    return {img for (img, _), by in latest_verdicts(conn).items() if len({v == "reject" for v in by.values()}) > 1}
+    return {
+        img for (img, _), by in latest_verdicts(conn).items() if len({v == "reject" for v in by.values()}) > 1
+    }
 
 
 def list_images(conn: sqlite3.Connection, flt: ImageFilter | None = None) -> list[ImageRow]:
@@ -106,7 +122,9 @@ def list_images(conn: sqlite3.Connection, flt: ImageFilter | None = None) -> lis
     elif flt.status in ("labelled", "disputed"):
         sql.append("i.n_annotators > 0")
     if flt.annotator is not None:
-        sql.append(f"EXISTS (SELECT 1 FROM decisions d WHERE d.image_id = i.id AND d.annotator = ? AND {_EFFECTIVE})")
+        sql.append(
+            f"EXISTS (SELECT 1 FROM decisions d WHERE d.image_id = i.id AND d.annotator = ? AND {_EFFECTIVE})"
+        )
         params.append(flt.annotator)
     if flt.source is not None:
         sql.append("EXISTS (SELECT 1 FROM captions c WHERE c.image_id = i.id AND c.source = ?)")
@@ -121,7 +139,7 @@ def list_images(conn: sqlite3.Connection, flt: ImageFilter | None = None) -> lis
         disputed = disputed_images(conn)
         images = [row for row in images if row.id in disputed]
     end = None if flt.limit is None else flt.offset + flt.limit
-    return images[flt.offset:end]
+    return images[flt.offset : end]
 
 
 def to_frame(rows: list) -> pd.DataFrame:
@@ -136,7 +154,7 @@ def counters(conn: sqlite3.Connection, annotator: str) -> dict[str, int]:
     today = datetime.now(timezone.utc).date().isoformat()
     mine, mine_today = conn.execute(
         "SELECT COUNT(DISTINCT image_id), COUNT(DISTINCT CASE WHEN created_at >= ? THEN image_id END)"
-        f" FROM decisions d WHERE annotator = ? AND verdict != 'undo'"
+        " FROM decisions d WHERE annotator = ? AND verdict != 'undo'"
         " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)",
         (today, annotator),
     ).fetchone()

@@ -1,0 +1,113 @@
+"""The best caption per image: one chosen caption for downstream work (e.g. SAR-to-optical translation).
+
+Choice for an image, among the captions matching the filter:
+
+1. a caption whose latest effective verdict by some annotator is ``best`` — the most recent such
+   decision wins when annotators disagree (the disagreement stays visible in ``stats``);
+2. else the most recently accepted caption;
+3. else (unless ``human_only``) the positive of the image's first imported triplet — a seed file's
+   ``pos``, which that format defines as the best caption (annotator empty, time of the import).
+
+Written as a JSON array, or CSV / Parquet by the file's suffix, with columns
+``image, caption, annotator, decided_at, source`` (docs/formats.md).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from curation.exporters.base import ExportReport, write_frame, write_json_records
+from curation.triplets import TripletFilter, filter_sql
+
+RANK = {"best": 2, "accept": 1}
+COLUMNS = ["image", "caption", "annotator", "decided_at", "source"]
+
+
+@dataclass(frozen=True)
+class BestCaption:
+    image_id: int
+    caption_id: int
+    image: str
+    caption: str
+    annotator: str | None
+    decided_at: str
+    source: str
+
+    def record(self) -> dict:
+        return {k: asdict(self)[k] for k in COLUMNS}
+
+
+def _source(flt: TripletFilter) -> tuple[str, list]:
+    if not flt.source:
+        return "1", []
+    return f"c.source IN ({','.join('?' * len(flt.source))})", list(flt.source)
+
+
+def _human_choices(conn: sqlite3.Connection, flt: TripletFilter) -> dict[int, tuple]:
+    where, params = filter_sql(flt, "d.created_at", "d.annotator")
+    source_where, source_params = _source(flt)
+    latest: dict[tuple[int, int, str], tuple] = {}
+    for row in conn.execute(
+        "SELECT d.id, d.image_id, d.caption_id, d.annotator, d.verdict, d.created_at, i.path, c.text,"
+        " c.source"
+        " FROM decisions d JOIN images i ON i.id = d.image_id JOIN captions c ON c.id = d.caption_id"
+        " WHERE d.verdict IN ('accept', 'reject', 'best')"
+        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)"
+        f" AND {where} AND {source_where} ORDER BY d.id",
+        params + source_params,
+    ):
+        latest[(row[1], row[2], row[3])] = row
+    chosen: dict[int, tuple] = {}
+    for row in latest.values():
+        if row[4] not in RANK:
+            continue
+        current = chosen.get(row[1])
+        if current is None or (RANK[row[4]], row[0]) > (RANK[current[4]], current[0]):
+            chosen[row[1]] = row
+    return chosen
+
+
+def _imported_choices(conn: sqlite3.Connection, flt: TripletFilter) -> dict[int, tuple]:
+    where, params = filter_sql(
+        TripletFilter(since=flt.since, until=flt.until, split=flt.split), "t.created_at", None
+    )
+    source_where, source_params = _source(flt)
+    rows = conn.execute(
+        "SELECT t.image_id, t.positive_id, i.path, c.text, t.created_at, c.source FROM triplets t"
+        " JOIN images i ON i.id = t.image_id JOIN captions c ON c.id = t.positive_id"
+        " WHERE t.id IN (SELECT min(id) FROM triplets WHERE origin = 'import' GROUP BY image_id)"
+        f" AND {where} AND {source_where}",
+        params + source_params,
+    )
+    return {row[0]: row for row in rows}
+
+
+def best_captions(conn: sqlite3.Connection, flt: TripletFilter | None = None) -> list[BestCaption]:
+    """The chosen caption of every image that has one under ``flt``, by image id."""
+    flt = flt or TripletFilter()
+    out = {
+        img: BestCaption(img, r[2], r[6], r[7], r[3], r[5], r[8])
+        for img, r in _human_choices(conn, flt).items()
+    }
+    if not flt.human_only and flt.annotator is None:
+        for img, r in _imported_choices(conn, flt).items():
+            out.setdefault(img, BestCaption(img, r[1], r[2], r[3], None, r[4], r[5]))
+    return [out[img] for img in sorted(out)]
+
+
+def export_best_captions(
+    conn: sqlite3.Connection, out: str | Path, flt: TripletFilter | None = None
+) -> ExportReport:
+    """JSON array by default; ``.csv`` / ``.parquet`` files are written through pandas."""
+    path = Path(out)
+    rows = best_captions(conn, flt)
+    if path.suffix in (".csv", ".parquet"):
+        frame = pd.DataFrame([r.record() for r in rows], columns=COLUMNS)
+        write_frame(frame, path, parquet=path.suffix == ".parquet")
+    else:
+        write_json_records(path, (r.record() for r in rows))
+    return ExportReport("best-captions", str(path), len(rows))
