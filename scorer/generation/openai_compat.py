@@ -1,0 +1,168 @@
+"""Generation through any OpenAI-compatible ``/chat/completions`` endpoint (vLLM, DashScope, Ollama, ...).
+
+Images travel as base64 PNG data URLs in ``image_url`` content parts, after the same loading as the
+scorer's (16-bit / SAR stretch, pixel budget). Connection errors, timeouts, HTTP 429 and 5xx are
+retried with exponential back-off; an endpoint that stays unreachable raises
+:class:`GeneratorUnavailableError` naming the URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import httpx
+
+from scorer.generation.base import (
+    GenerationSettings,
+    GeneratorError,
+    GeneratorUnavailableError,
+    ProgressCallback,
+    check_request,
+    fill_distinct,
+)
+from scorer.generation.prompts import caption_prompt
+from scorer.images import load_image
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_S = 30.0
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class OpenAICompatibleGenerator:
+    """``POST {base_url}/chat/completions`` with ``model``, ``messages``, ``n`` and the sampling settings."""
+
+    kind = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None,
+                 settings: GenerationSettings | None = None, timeout: float = 60.0, retries: int = 3,
+                 backoff_s: float = 1.0, max_image_pixels: int = 1024 * 1024):
+        if not base_url:
+            raise ValueError("the OpenAI-compatible generator needs a base URL (--openai-base-url or OPENAI_BASE_URL)")
+        if not model:
+            raise ValueError("the OpenAI-compatible generator needs a model name (--openai-model)")
+        if retries < 0 or timeout <= 0:
+            raise ValueError(f"retries must be >= 0 and timeout > 0, got {retries} and {timeout}")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model_name = model
+        self.settings = settings or GenerationSettings()
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_image_pixels = max_image_pixels
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(timeout=timeout, headers=headers)
+
+    @classmethod
+    def from_env(cls, model: str, base_url: str | None = None, api_key: str | None = None,
+                 **kwargs) -> OpenAICompatibleGenerator:
+        """Arguments first, then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``."""
+        return cls(base_url or os.environ.get("OPENAI_BASE_URL", ""), model,
+                   api_key or os.environ.get("OPENAI_API_KEY"), **kwargs)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.model_name}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> OpenAICompatibleGenerator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- public API ------------------------------------------------------------------------------------
+    def generate_captions(self, images: Sequence, n: int, style: str = "detailed", language: str = "en",
+                          on_progress: ProgressCallback | None = None) -> list[list[str]]:
+        """One request per image (asking for ``n`` choices; more requests if the server gives fewer)."""
+        check_request(n, style, language)
+        prompt = caption_prompt(style, language)
+        captions = []
+        for done, image in enumerate(images, 1):
+            content = [{"type": "image_url", "image_url": {"url": self.image_data_url(image)}},
+                       {"type": "text", "text": prompt}]
+            messages = [{"role": "user", "content": content}]
+            captions += fill_distinct([f"image {image}"], n, lambda _idx, k: [self.complete(messages, k)],
+                                      self.settings.max_rounds)
+            if on_progress:
+                on_progress(done, len(images))
+        return captions
+
+    def chat(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
+        return [fill_distinct([f"prompt {i}"], n, lambda _idx, k, p=prompt: [
+                    self.complete([{"role": "user", "content": p}], k)], self.settings.max_rounds)[0]
+                for i, prompt in enumerate(prompts)]
+
+    # -- the protocol ----------------------------------------------------------------------------------
+    def image_data_url(self, image) -> str:
+        picture = load_image(image, max_pixels=self.max_image_pixels)  # ImageLoadError names the file
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    def complete(self, messages: list[dict], k: int = 1) -> list[str]:
+        """One chat completion request → the text of each returned choice."""
+        s = self.settings
+        body = {"model": self.model_name, "messages": messages, "max_tokens": s.max_new_tokens,
+                "temperature": s.temperature if s.do_sample else 0.0, "top_p": s.top_p}
+        if k > 1:
+            body["n"] = k
+        if s.seed is not None:
+            body["seed"] = s.seed
+        answer = self._post(body)
+        try:
+            return [_content_text(choice["message"]["content"]) for choice in answer["choices"]]
+        except (KeyError, TypeError, IndexError) as err:
+            raise GeneratorError(f"{self.url}: response is not an OpenAI chat completion ({err!r}): "
+                                 f"{str(answer)[:200]}") from err
+
+    def _post(self, body: dict) -> dict:
+        last, last_response = "", None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self._delay(attempt, last_response))
+            last_response = None
+            try:
+                response = self.client.post(self.url, json=body)
+            except httpx.TransportError as err:  # refused, DNS, timeouts
+                last = f"{type(err).__name__}: {err}"
+                logger.warning("%s: attempt %d failed: %s", self.url, attempt + 1, last)
+                continue
+            if response.status_code in RETRY_STATUS:
+                last_response = response
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                logger.warning("%s: attempt %d failed: %s", self.url, attempt + 1, last)
+                continue
+            if response.status_code >= 400:
+                raise GeneratorError(f"{self.url} answered HTTP {response.status_code}: {response.text[:500]}")
+            try:
+                return response.json()
+            except ValueError as err:
+                raise GeneratorError(f"{self.url}: response is not JSON: {response.text[:200]}") from err
+        raise GeneratorUnavailableError(
+            f"OpenAI-compatible endpoint {self.url} is unavailable after {self.retries + 1} attempts ({last}). "
+            f"Is the server running and the base URL right (it usually ends in /v1)?")
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        retry_after = response.headers.get("Retry-After") if response is not None else None
+        if retry_after:
+            try:
+                return min(float(retry_after), MAX_RETRY_AFTER_S)
+            except ValueError:
+                pass
+        return self.backoff_s * 2 ** (attempt - 1)
+
+
+def _content_text(content) -> str:
+    """A message's content: a string, or a list of ``{"type": "text", "text": ...}`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    raise TypeError(f"message content is {type(content).__name__}")
