@@ -1,0 +1,113 @@
+"""``python app.py``: the Remote Scorer app in a browser — rank, annotate, search, retrain, promote.
+
+``python app.py --demo`` starts offline with the tiny model and the demo scenes of ``assets/demo``
+(imported into ``data/demo`` on first start) at http://127.0.0.1:7860.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+DEMO_IMAGES = ROOT / "assets" / "demo"
+DEMO_DATA = ROOT / "data" / "demo"
+DEMO_TRAIN_PIXELS = 64 * 64
+
+log = logging.getLogger("app")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny", help="backbone of a fresh scorer: tiny, a hub id or a path")
+    parser.add_argument("--checkpoint", type=Path, help="scorer checkpoint to make the active model")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "app", help="store, caches, runs, exports")
+    parser.add_argument("--image-root", type=Path, help="folder the image paths are relative to (served)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--auth", help="USER:PASS required to open the app")
+    parser.add_argument("--auth-file", type=Path, help="file with one USER:PASS per line")
+    parser.add_argument("--max-file-size", default="200mb", help="largest upload (e.g. 200mb)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--demo", action="store_true", help="offline demo: tiny model, demo scenes, data/demo")
+    args = parser.parse_args(argv)
+    if args.demo:
+        args.model, args.image_root = "tiny", args.image_root or DEMO_IMAGES
+        if args.data_dir == ROOT / "data" / "app":
+            args.data_dir = DEMO_DATA
+    if args.image_root is None:
+        parser.error("--image-root is required (or use --demo)")
+    return args
+
+
+def read_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    """USER:PASS pairs from --auth and --auth-file (blank lines and # comments skipped)."""
+    lines = [args.auth] if args.auth else []
+    if args.auth_file:
+        lines += args.auth_file.read_text(encoding="utf-8").splitlines()
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"auth entry {number} is not USER:PASS")
+        pairs.append((user, password))
+    return pairs or None
+
+
+def make_services(args: argparse.Namespace):
+    from ui.services import AppConfig, Services
+
+    config = AppConfig(data_dir=args.data_dir.resolve(), image_root=args.image_root.resolve(), model=args.model,
+                       checkpoint=args.checkpoint, device=args.device, max_file_size=args.max_file_size,
+                       max_pixels=DEMO_TRAIN_PIXELS if args.demo else None)
+    services = Services(config)
+    if args.demo:
+        import_demo_if_empty(services)
+    return services
+
+
+def import_demo_if_empty(services) -> None:
+    from curation.importers import ImportOptions, import_file
+    from curation.views import list_images
+
+    conn = services.conn()
+    if not list_images(conn):
+        report = import_file(conn, "seed-triplets", DEMO_IMAGES / "triplets.json",
+                             ImportOptions(image_root=services.image_root, check_files=True))
+        log.info("demo set imported: %s", report.summary())
+
+
+def launch(services, host: str = "127.0.0.1", port: int = 7860, auth=None, block: bool = True, quiet: bool = False):
+    """Build and start the app; returns the Blocks (with ``block=False`` the server runs in a thread)."""
+    from ui.app import CSS, KEYBOARD_JS, build_ui
+    from ui.common import I18N
+
+    demo = build_ui(services)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=quiet,
+                allowed_paths=[str(services.image_root), str(services.config.exports_dir)],
+                max_file_size=services.config.max_file_size, i18n=I18N, js=KEYBOARD_JS, css=CSS,
+                footer_links=["api"], ssr_mode=False)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("REMOTE_SCORER_CACHE", str(ROOT / ".cache" / "remote_scorer"))
+    args = parse_args(argv)
+    services = make_services(args)
+    print(f"Remote Scorer on http://{args.host}:{args.port} (data {args.data_dir}, images {args.image_root})")
+    try:
+        launch(services, args.host, args.port, read_auth(args))
+    finally:
+        services.close()
+
+
+if __name__ == "__main__":
+    main()

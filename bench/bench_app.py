@@ -1,0 +1,144 @@
+"""Server-side latency of the app's handlers (called directly, no browser or HTTP).
+
+``python bench/bench_app.py [--images 20] [--decisions 40]`` prints:
+
+1. "next image → ranked captions" (``ui.annotate.load_next``) for images with 20 captions each, on the
+   tiny scorer with a cold embedding cache (every image and caption is new), beside the bare
+   ``Scorer.rank`` on the same inputs (baseline: what the model alone costs). Goal: ≤ 150 ms p50.
+2. the latency of a decision (``ui.annotate.decide``: write, re-read, render) with no training and while
+   a training run is in progress in its background process. Goal: ≤ 300 ms p95.
+
+It works in a temporary data directory on the demo scenes (assets/demo); nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("REMOTE_SCORER_CACHE", str(ROOT / ".cache" / "remote_scorer"))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(name: str, seconds: list[float]) -> str:
+    ms = [1000 * s for s in seconds]
+    return (f"{name:<44} n={len(ms):3d}  p50 {statistics.median(ms):7.1f} ms  p95 {percentile(ms, 0.95):7.1f} ms"
+            f"  max {max(ms):7.1f} ms")
+
+
+def setup(work: Path):
+    import app
+    from curation.store import add_caption
+    from curation.views import image_captions, list_images
+    from scorer.tiny import main as write_tiny
+    from ui.services import AppConfig, Services
+
+    write_tiny([str(work / "tiny")])
+    services = Services(AppConfig(data_dir=work / "data", image_root=app.DEMO_IMAGES, checkpoint=work / "tiny",
+                                  max_pixels=64 * 64))
+    app.import_demo_if_empty(services)
+    conn = services.conn()
+    for image in list_images(conn):  # 20 captions per image, each text unique to its image
+        have = len(image_captions(conn, image.id))
+        for n in range(20 - have):
+            add_caption(conn, image.id, f"scene {image.id}: variant {n} with {n % 5} buildings and a road", "bench")
+    return services
+
+
+def bench_next_image(services, count: int) -> tuple[list[float], list[float]]:
+    from curation.store import get_image
+    from curation.views import image_captions
+    from scorer import Scorer
+    from scorer.ranking import EmbeddingCache
+    from ui.annotate import load_next, skip
+
+    scorer, _ = services.scorer()
+    bare = Scorer(scorer.model, scorer.processor, scorer.model_version + "-baseline", cache=EmbeddingCache())
+    state, handler, baseline = None, [], []
+    for _ in range(count):
+        start = time.perf_counter()
+        view = load_next(services, "bench", state) if state is None else skip(services, "bench", state)
+        handler.append(time.perf_counter() - start)
+        state = view.state
+        image = get_image(services.conn(), state["image_id"])
+        texts = [row.text for row in image_captions(services.conn(), image.id)]
+        assert len(texts) == 20, (image.id, len(texts))
+        start = time.perf_counter()
+        bare.rank([(str(services.image_path(image.path)), texts)])
+        baseline.append(time.perf_counter() - start)
+    return handler, baseline
+
+
+def bench_revisit(services) -> list[float]:
+    """``open_image`` on images already ranked: what a pre-scored queue costs per image."""
+    from curation.views import list_images
+    from ui.annotate import open_image
+
+    times = []
+    for image in [row for row in list_images(services.conn()) if row.n_captions == 20][:20]:
+        start = time.perf_counter()
+        open_image(services, "bench", None, image.id)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_decisions(services, count: int, who: str, pause: float = 0.1) -> list[float]:
+    """``count`` decisions, ``pause`` seconds apart (an annotator's pace, compressed)."""
+    from ui.annotate import decide, load_next, skip
+
+    state, times = load_next(services, who, None).state, []
+    for n in range(count):
+        time.sleep(pause)
+        start = time.perf_counter()
+        decide(services, who, state, "accept" if n % 2 == 0 else "reject", row=n % 5)
+        times.append(time.perf_counter() - start)
+        if n % 5 == 4:
+            state = skip(services, who, state).state
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20, help="images for 'next image → ranked captions'")
+    parser.add_argument("--decisions", type=int, default=40, help="decisions per condition")
+    parser.add_argument("--train-steps", type=int, default=60, help="steps of the background training run")
+    args = parser.parse_args(argv)
+    from ui.jobs import TrainForm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        services = setup(Path(tmp))
+        handler, baseline = bench_next_image(services, args.images)
+        print(summary("next image → 20 ranked captions (handler)", handler))
+        print(summary("bare Scorer.rank, same inputs (baseline)", baseline))
+        print(f"handler / baseline (p50): {statistics.median(handler) / statistics.median(baseline):.2f}")
+        warm = bench_revisit(services)
+        print(summary("same images again, scores stored (handler)", warm))
+
+        idle = bench_decisions(services, args.decisions, "idle-annotator")
+        print(summary("decision, no training", idle))
+        services.training.start(TrainForm(max_steps=args.train_steps, lr=1e-4, batch_size=8, max_pixels=64 * 64))
+        while not (snap := services.training.snapshot())["progress"]:  # wait for the first step
+            assert snap["status"] == "running", snap["log"][-5:]
+            time.sleep(0.2)
+        busy = bench_decisions(services, args.decisions, "busy-annotator")
+        still = services.training.snapshot()
+        print(summary("decision, training run in progress", busy))
+        step = still["progress"][-1].get("step")
+        print(f"training was {still['status']} at step {step} when the last decision ended")
+        print(f"busy / idle (p95): {percentile(busy, 0.95) / percentile(idle, 0.95):.2f}")
+        services.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The app in a real browser: keyboard annotation, reload, two annotators at once, train and promote."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TIMEOUT_MS = 30_000
+
+
+def text(page, selector: str) -> str:
+    return page.locator(selector).first.inner_text()
+
+
+def wait_change(page, selector: str, before: str, pattern: str = ".", timeout: int = TIMEOUT_MS) -> str:
+    """Wait until the element's text differs from ``before``, matches ``pattern``, and no request is pending."""
+    page.wait_for_function("([sel, before, pattern]) => { const e = document.querySelector(sel);"
+                           " return e !== null && e.innerText !== before && new RegExp(pattern).test(e.innerText)"
+                           " && document.querySelector('.progress-text, .eta-bar') === null; }",
+                           arg=[selector, before, pattern], timeout=timeout)
+    return text(page, selector)
+
+
+def image_id(page) -> int:
+    match = re.search(r"Image (\d+)", text(page, "#annotate-info"))
+    assert match, text(page, "#annotate-info")
+    return int(match.group(1))
+
+
+def open_as(page, url: str, name: str) -> None:
+    page.goto(url)
+    page.wait_for_function("() => /done/.test(document.querySelector('#annotate-counters')?.innerText || '')",
+                           timeout=TIMEOUT_MS)  # the page's load event has run
+    box = page.locator("#annotator-name").locator("input, textarea").first
+    box.fill(name)
+    box.press("Enter")
+    page.wait_for_function("() => /Image \\d+/.test(document.querySelector('#annotate-info')?.innerText || '')",
+                           timeout=TIMEOUT_MS)
+    box.press("Escape")  # leave the text box so that the keys reach the app
+
+
+def press_and_wait(page, key: str, selector: str = "#annotate-status", pattern: str = "^saved") -> str:
+    before = text(page, selector)
+    page.keyboard.press(key)
+    return wait_change(page, selector, before, pattern)
+
+
+def annotate_one(page) -> int:
+    """accept row 1, reject row 2, best = row 1, next image; returns the annotated image id."""
+    current = image_id(page)
+    assert press_and_wait(page, "a").startswith("saved: accept")
+    assert press_and_wait(page, "x").startswith("saved: reject")
+    assert press_and_wait(page, "1").startswith("saved: best")
+    press_and_wait(page, "Space", "#annotate-info", r"Image \d+")
+    return current
+
+
+def verdicts(services, image: int, who: str) -> list[str]:
+    from curation.decisions import history
+
+    return [d.verdict for d in history(services.conn(), image) if d.annotator == who]
+
+
+def test_keyboard_annotation_survives_a_reload(served, browser, shots):
+    url, services = served
+    page = browser.new_context(viewport={"width": 1400, "height": 950}).new_page()
+    open_as(page, url, "kbd")
+    done = [annotate_one(page) for _ in range(3)]
+    page.screenshot(path=str(shots / "annotate-after-three.png"), full_page=True)
+    assert len(set(done)) == 3
+    for image in done:
+        assert verdicts(services, image, "kbd") == ["accept", "reject", "best"]
+
+    page.reload()
+    page.wait_for_function("() => /mine \\*?\\*?3/.test(document.querySelector('#annotate-counters')?.innerText"
+                           " || '')", timeout=TIMEOUT_MS)
+    assert page.locator("#annotator-name").locator("input, textarea").first.input_value() == "kbd"
+    assert "3 / 24" in text(page, "#annotate-counters")
+    page.keyboard.press("Backspace")  # undo the last decision: its image comes back without the best mark
+    page.wait_for_function(f"() => document.querySelector('#annotate-info')?.innerText.includes('Image {done[-1]}')",
+                           timeout=TIMEOUT_MS)
+    table = text(page, "#caption-table")
+    assert "✓ accept" in table and "✗ reject" in table and "★ best" not in table
+    page.screenshot(path=str(shots / "annotate-after-reload-undo.png"), full_page=True)
+    assert verdicts(services, done[-1], "kbd") == ["accept", "reject", "best", "undo"]
+
+
+def test_two_annotators_at_once_get_different_images_and_lose_nothing(served, browser):
+    url, services = served
+    pages = [browser.new_context().new_page() for _ in range(2)]
+    names = ["left", "right"]
+    for page, name in zip(pages, names):
+        open_as(page, url, name)
+    held = []
+    for _ in range(3):
+        held.append(tuple(image_id(page) for page in pages))
+        before = [text(page, "#annotate-info") for page in pages]
+        for page in pages:  # both press before either waits: the requests overlap
+            page.keyboard.press("a")
+        for page in pages:
+            page.wait_for_function("() => document.querySelector('#annotate-status')?.innerText"
+                                   ".startsWith('saved: accept')", timeout=TIMEOUT_MS)
+        for page in pages:
+            page.keyboard.press("Space")
+        for page, old in zip(pages, before):
+            wait_change(page, "#annotate-info", old, r"Image \d+")
+    assert all(a != b for a, b in held), held
+    for column, name in enumerate(names):
+        for pair in held:
+            assert verdicts(services, pair[column], name) == ["accept"]
+
+
+def test_train_watch_progress_promote_and_see_the_ranking_change(served, browser, shots):
+    url, services = served
+    page = browser.new_context(viewport={"width": 1400, "height": 950}).new_page()
+    open_as(page, url, "trainer-watcher")
+    before = text(page, "#caption-table")
+    page.get_by_role("tab", name="Train").click()
+    steps = page.locator("#train-max-steps").locator("input").first
+    steps.fill("3")
+    page.click("#btn-train-start")
+    seen = set()
+    page.wait_for_function("() => /running|done/.test(document.querySelector('#train-status')?.innerText || '')",
+                           timeout=TIMEOUT_MS)
+    for _ in range(600):
+        status = text(page, "#train-status")
+        seen.add(status.split("·")[1].strip() if "·" in status else status)
+        if "done" in status or "failed" in status:
+            break
+        page.wait_for_timeout(250)
+    assert "done" in status, status
+    assert len(seen) >= 2, seen  # the progress moved while we watched
+    page.screenshot(path=str(shots / "train-done.png"), full_page=True)
+    page.click("#btn-train-promote")
+    page.wait_for_function("() => document.querySelector('#train-message')?.innerText.includes('promoted')",
+                           timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Annotate").click()
+    page.keyboard.press("j")  # any action re-ranks the open image with the active model
+    after = wait_change(page, "#caption-table", before, "accept|reject|import")
+    assert after != before
+    page.screenshot(path=str(shots / "annotate-after-promote.png"), full_page=True)

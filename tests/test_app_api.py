@@ -1,0 +1,216 @@
+"""The app's actions through its HTTP API (gradio_client), against the app served on a free local port.
+
+The app runs on the demo scenes (assets/demo) with the tiny scorer; each test module gets its own
+data directory, so the store starts with the 24 demo images and their imported captions.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "assets" / "demo"
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_checkpoint_session):
+    import app
+    from ui.services import AppConfig, Services
+
+    data = tmp_path_factory.mktemp("app-data")
+    services = Services(AppConfig(data_dir=data, image_root=DEMO, checkpoint=tiny_checkpoint_session,
+                                  max_pixels=64 * 64))
+    app.import_demo_if_empty(services)
+    port = free_port()
+    demo = app.launch(services, port=port, block=False, quiet=True)
+    yield f"http://127.0.0.1:{port}/", services
+    services.close()
+    demo.close()
+
+
+@pytest.fixture
+def client(served):
+    return gradio_client.Client(served[0], verbose=False)
+
+
+def start(client, annotator: str) -> tuple:
+    """``/start`` also returns the name it saved in the browser; the rest is the Annotate view."""
+    return client.predict(annotator, api_name="/start")[1:]
+
+
+def table_rows(output: tuple) -> list[list]:
+    return output[2]["data"]
+
+
+def image_id_of(output: tuple) -> int:
+    return int(output[1].split("**Image ")[1].split("**")[0])
+
+
+def history(services, image_id: int):
+    from curation.decisions import history as log
+
+    return log(services.conn(), image_id)
+
+
+def test_next_image_is_ranked_by_the_active_model(client, served):
+    _, services = served
+    out = start(client, "ranker")
+    rows = table_rows(out)
+    scores = [row[3] for row in rows]
+    assert len(rows) >= 4 and scores == sorted(scores, reverse=True)
+    from curation.store import get_image
+
+    image = get_image(services.conn(), image_id_of(out))
+    scorer, _ = services.scorer()
+    expected = scorer.score_pairs([(str(DEMO / image.path), row[2]) for row in rows])
+    assert scores == pytest.approx(expected, abs=1e-3)
+    assert Path(out[0]).is_file()  # the displayed image was served
+
+
+def test_decisions_are_in_the_store_when_the_page_shows_them(client, served):
+    _, services = served
+    out = start(client, "alice")
+    image_id, first, third = image_id_of(out), table_rows(out)[0][2], table_rows(out)[2][2]
+    out = client.predict("alice", api_name="/accept")
+    assert table_rows(out)[0][5] == "✓ accept" and table_rows(out)[1][0] == "▶"  # selection moved down
+    out = client.predict("alice", api_name="/reject")
+    out = client.predict("alice", api_name="/best_3")
+    log = history(services, image_id)
+    assert [(d.verdict, d.annotator) for d in log] == [("accept", "alice"), ("reject", "alice"), ("best", "alice")]
+    from curation.views import image_captions
+
+    text_of = {c.id: c.text for c in image_captions(services.conn(), image_id)}
+    assert text_of[log[0].caption_id] == first and text_of[log[2].caption_id] == third
+    assert "mine **1**" in out[3]
+
+
+def test_undo_cancels_the_latest_decision(client, served):
+    _, services = served
+    out = start(client, "ursula")
+    image_id = image_id_of(out)
+    client.predict("ursula", api_name="/accept")
+    out = client.predict("ursula", api_name="/undo")
+    assert out[4].startswith("undone: accept")
+    assert all(row[5] == "" for row in table_rows(out))
+    assert [d.verdict for d in history(services, image_id)] == ["accept", "undo"]
+    out = client.predict("ursula", api_name="/undo")
+    assert "nothing left to undo" in out[4]
+
+
+def test_edit_and_add_make_human_captions(client, served):
+    _, services = served
+    out = start(client, "edith")
+    image_id, old = image_id_of(out), table_rows(out)[0][2]
+    out = client.predict("edith", old + " Edited.", api_name="/edit")
+    out = client.predict("edith", "A caption Edith wrote.", api_name="/add_caption")
+    texts = {row[2]: row[4] for row in table_rows(out)}
+    assert texts[old + " Edited."] == "human" and texts["A caption Edith wrote."] == "human"
+    assert texts[old] == "import"  # the edited caption stays
+    assert [d.verdict for d in history(services, image_id)] == ["edit"]
+    with pytest.raises(gradio_client.exceptions.AppError, match="empty"):
+        client.predict("edith", "   ", api_name="/add_caption")
+
+
+def test_two_annotators_never_hold_the_same_image(served):
+    url, _ = served
+    one, two = gradio_client.Client(url, verbose=False), gradio_client.Client(url, verbose=False)
+    held = [(image_id_of(start(one, "p1")), image_id_of(start(two, "p2")))]
+    for _ in range(3):
+        mine = image_id_of(one.predict("p1", api_name="/skip"))
+        held.append((mine, image_id_of(two.predict("p2", api_name="/skip"))))
+    assert all(a != b for a, b in held), held
+    assert len({a for a, _ in held}) == 4  # skipped images are not offered again to the one who skipped
+
+
+def test_a_name_is_required_before_deciding(client):
+    with pytest.raises(gradio_client.exceptions.AppError, match="name"):
+        client.predict("", api_name="/accept")
+
+
+def test_search_ranks_images_by_text_and_filters(client):
+    table, gallery = client.predict("buildings with red roofs", "(any)", "(any)", "(any)", "(any)",
+                                    api_name="/search")
+    scores = [row[5] for row in table["data"]]
+    assert len(scores) == 24 and scores == sorted(scores, reverse=True)
+    assert len(gallery) == 24
+    table, _ = client.predict("", "farmland", "(any)", "(any)", "(any)", api_name="/search")
+    assert table["data"] and {row[2] for row in table["data"]} == {"farmland"}
+    table, _ = client.predict("", "(any)", "(any)", "alice", "(any)", api_name="/search")
+    assert len(table["data"]) == 1  # alice decided one image
+
+
+def test_import_upload_and_export_every_format(client, served, tmp_path):
+    _, services = served
+    upload = tmp_path / "more.json"
+    upload.write_text(json.dumps([{"image_name": "imgs/scene_05.png", "positive": "five roofs, a river",
+                                   "negative": "no river at all"},
+                                  {"image_name": "../outside.png", "positive": "a", "negative": "b"}]))
+    summary, skipped = client.predict("triplets", "", gradio_client.handle_file(str(upload)), api_name="/import")
+    assert "captions +2" in summary and "1 skipped" in summary
+    assert "outside" in skipped["data"][0][1] or ".." in skipped["data"][0][1]
+    summary, _ = client.predict("seed-triplets", "triplets.json", None, api_name="/import")
+    assert "images +0 (24 present)" in summary  # re-import from the server is idempotent
+    with pytest.raises(gradio_client.exceptions.AppError, match="outside"):
+        client.predict("seed-triplets", "../../etc/passwd", None, api_name="/import")
+    from curation.exporters import EXPORTERS
+
+    for kind in EXPORTERS:
+        path, summary = client.predict(kind, False, api_name="/export")
+        assert Path(path).is_file() and Path(path).stat().st_size > 0, kind
+        assert f"{kind}:" in summary
+    path, summary = client.predict("triplets", False, api_name="/export")
+    assert len(json.loads(Path(path).read_text())) == int(summary.split(": ")[1].split(" ")[0])
+
+
+def _wait_for(client, status: str, timeout: float = 240.0) -> tuple:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = client.predict(api_name="/train_poll")
+        if f"**{status}**" in out[1]:
+            return out
+        assert "**failed**" not in out[1], out[4]
+        time.sleep(1.0)
+    raise AssertionError(f"training did not reach {status!r}: {out[1]}\n{out[4]}")
+
+
+@pytest.mark.slow
+def test_train_cancel_then_train_promote_and_roll_back(client, served):
+    _, services = served
+    from curation.models import active_model, list_training_runs
+
+    before_model = active_model(services.conn()).id
+    probe = start(client, "prober")
+    probe_id, before_scores = image_id_of(probe), {row[2]: row[3] for row in table_rows(probe)}
+
+    client.predict("active model", "infonce+focal_triplet", 1.0, 200, 1e-3, 0, "all", 0.2, api_name="/train_start")
+    _wait_for(client, "running", 60)
+    assert "cancel requested" in client.predict(api_name="/train_cancel")
+    _wait_for(client, "cancelled")
+    assert list_training_runs(services.conn())[-1].status == "cancelled"
+
+    client.predict("active model", "infonce+focal_triplet", 1.0, 2, 1e-3, 0, "all", 0.2, api_name="/train_start")
+    out = _wait_for(client, "done")
+    assert out[0] == 100 and out[5]["data"]  # evaluation table: new beside active
+    message = client.predict(api_name="/train_promote")
+    new_model = active_model(services.conn()).id
+    assert new_model != before_model and f"v{new_model}" in message
+    after = client.predict("prober", probe_id, api_name="/open_image")
+    after_scores = {row[2]: row[3] for row in table_rows(after)}
+    assert after_scores.keys() == before_scores.keys() and after_scores != before_scores
+    assert f"model v{new_model}" in after[1]
+
+    table, message = client.predict(before_model, api_name="/rollback")
+    assert active_model(services.conn()).id == before_model and f"v{before_model}" in message

@@ -1,0 +1,258 @@
+"""Annotate tab: one image, its captions ranked by the active model, verdicts from the keyboard.
+
+Handlers are plain functions ``(services, annotator, state, ...) -> AnnotateView``; the per-user state
+is a small dict of ids (``image_id``, ``selected`` row, ``skipped`` ids). Every handler that decides
+writes to the store first and then reads the view back from it, so what the page shows is what is saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+from PIL import Image
+
+from curation.decisions import edit_caption, record_decision, undo_last
+from curation.queue import next_image, record_scores, release_lease
+from curation.store import add_caption, get_image
+from curation.views import CaptionRow, counters, image_captions
+from scorer.images import load_image
+from ui.common import tr, user_errors
+from ui.services import Services
+
+MARKS = {"accept": "✓ accept", "reject": "✗ reject", "best": "★ best"}
+TABLE_COLUMNS = ["", "#", "caption", "score", "source", "my verdict"]
+DISPLAY_MAX_PIXELS = 1024 * 1024
+
+
+def empty_state() -> dict:
+    return {"image_id": None, "selected": 0, "skipped": []}
+
+
+@dataclass
+class AnnotateView:
+    """Everything the tab shows, as plain values."""
+
+    state: dict
+    image: Image.Image | None
+    info: str
+    table: pd.DataFrame
+    counters: str
+    status: str
+    edit_text: str
+
+    def outputs(self) -> tuple:
+        return (self.state, self.image, self.info, self.table, self.counters, self.status, self.edit_text)
+
+
+# -- reading -----------------------------------------------------------------------------------------
+def ranked_captions(services: Services, image_id: int) -> list[tuple[CaptionRow, float]]:
+    """The image's captions scored by the active model, best first. New scores are stored for the queue."""
+    conn = services.conn()
+    rows = image_captions(conn, image_id)
+    scorer, model_id = services.scorer()
+    if rows and any(row.score is None for row in rows):
+        path = services.image_path(get_image(conn, image_id).path)
+        ranked = scorer.rank([(str(path), [row.text for row in rows])])[0]
+        by_text = {c.text: c.score for c in ranked.captions}
+        record_scores(conn, model_id, [(image_id, row.id, by_text[row.text]) for row in rows])
+        rows = image_captions(conn, image_id)
+    scored = [(row, row.score if row.score is not None else float("nan")) for row in rows]
+    return sorted(scored, key=lambda pair: -pair[1])
+
+
+def caption_table(ranked: list[tuple[CaptionRow, float]], annotator: str, selected: int) -> pd.DataFrame:
+    records = [
+        ["▶" if n == selected else "", n + 1, row.text, round(score, 4), row.source,
+         MARKS.get(row.verdicts.get(annotator, ""), "")]
+        for n, (row, score) in enumerate(ranked)
+    ]
+    return pd.DataFrame(records, columns=TABLE_COLUMNS)
+
+
+def counters_text(services: Services, annotator: str) -> str:
+    c = counters(services.conn(), annotator) if annotator else counters(services.conn(), "")
+    return f"**{c['done']} / {c['total']}** done · mine **{c['mine']}** · today **{c['today']}**"
+
+
+def render(services: Services, annotator: str, state: dict, status: str = "") -> AnnotateView:
+    """The view of ``state`` as stored now."""
+    image_id = state.get("image_id")
+    if image_id is None:
+        return AnnotateView(state, None, "No image open.", caption_table([], annotator, 0),
+                            counters_text(services, annotator), status, "")
+    image = get_image(services.conn(), image_id)
+    ranked = ranked_captions(services, image_id)
+    state["selected"] = max(0, min(state.get("selected", 0), len(ranked) - 1))
+    sources = sorted({row.source for row, _ in ranked})
+    _, model_id = services.scorer()
+    info = (f"**Image {image.id}** · `{image.path}` · class **{image.cls or '—'}** · "
+            f"sources {', '.join(sources) or '—'} · model v{model_id}")
+    picture = load_image(services.image_path(image.path), max_pixels=DISPLAY_MAX_PIXELS)
+    selected_text = ranked[state["selected"]][0].text if ranked else ""
+    return AnnotateView(state, picture, info, caption_table(ranked, annotator, state["selected"]),
+                        counters_text(services, annotator), status, selected_text)
+
+
+def _require(annotator: str) -> str:
+    name = (annotator or "").strip()
+    if not name:
+        raise ValueError("enter your name (annotator) first")
+    return name
+
+
+def _selected_caption(services: Services, state: dict, row: int | None = None) -> tuple[CaptionRow, float]:
+    if state.get("image_id") is None:
+        raise ValueError("no image is open")
+    ranked = ranked_captions(services, state["image_id"])
+    index = state.get("selected", 0) if row is None else row
+    if not 0 <= index < len(ranked):
+        raise ValueError(f"image {state['image_id']} has no caption number {index + 1}")
+    return ranked[index]
+
+
+# -- actions -----------------------------------------------------------------------------------------
+def load_next(services: Services, annotator: str, state: dict | None) -> AnnotateView:
+    """The next image from the store's queue (uncertain first), leased to this annotator."""
+    who = _require(annotator)
+    state = dict(state or empty_state())
+    image_id = next_image(services.conn(), who, exclude=state.get("skipped", []))
+    state.update(image_id=image_id, selected=0)
+    return render(services, who, state, "" if image_id is not None else "no image left in the queue")
+
+
+def skip(services: Services, annotator: str, state: dict) -> AnnotateView:
+    """Pass over the open image for this session (its lease is released) and open the next one."""
+    who = _require(annotator)
+    state = dict(state or empty_state())
+    if state.get("image_id") is not None:
+        state["skipped"] = [*state.get("skipped", []), state["image_id"]]
+        release_lease(services.conn(), state["image_id"], who)
+    return load_next(services, who, state)
+
+
+def open_image(services: Services, annotator: str, state: dict | None, image_id: int) -> AnnotateView:
+    """Open a given image (from Browse) without taking it from the queue."""
+    state = dict(state or empty_state())
+    get_image(services.conn(), int(image_id))
+    state.update(image_id=int(image_id), selected=0)
+    return render(services, (annotator or "").strip(), state, f"opened image {int(image_id)}")
+
+
+def select(services: Services, annotator: str, state: dict, row: int | None = None, delta: int = 0) -> AnnotateView:
+    """Move the selection to ``row`` (0-based) or by ``delta`` rows."""
+    state = dict(state or empty_state())
+    state["selected"] = (row if row is not None else state.get("selected", 0)) + delta
+    return render(services, (annotator or "").strip(), state)
+
+
+def decide(services: Services, annotator: str, state: dict, verdict: str, row: int | None = None) -> AnnotateView:
+    """Record ``verdict`` on the selected caption (or caption ``row``), then show the saved state."""
+    who = _require(annotator)
+    state = dict(state or empty_state())
+    caption, score = _selected_caption(services, state, row)
+    _, model_id = services.scorer()
+    record_decision(services.conn(), state["image_id"], caption.id, verdict, who, model_version=model_id,
+                    score_shown=None if score != score else score)
+    if row is None and verdict != "best":
+        state["selected"] = state.get("selected", 0) + 1
+    elif row is not None:
+        state["selected"] = row
+    return render(services, who, state, f"saved: {verdict} · caption {caption.id}")
+
+
+def undo(services: Services, annotator: str, state: dict) -> AnnotateView:
+    """Cancel this annotator's latest action and show the image it was on."""
+    who = _require(annotator)
+    state = dict(state or empty_state())
+    undone = undo_last(services.conn(), who)
+    if undone is None:
+        return render(services, who, state, "nothing left to undo")
+    if undone.image_id != state.get("image_id"):
+        state.update(image_id=undone.image_id, selected=0)
+    return render(services, who, state, f"undone: {undone.verdict} · caption {undone.caption_id}")
+
+
+def edit(services: Services, annotator: str, state: dict, new_text: str) -> AnnotateView:
+    """Rewrite the selected caption (the old one stays; the edit makes a triplet new > old)."""
+    who = _require(annotator)
+    state = dict(state or empty_state())
+    caption, _ = _selected_caption(services, state)
+    new_id = edit_caption(services.conn(), state["image_id"], caption.id, (new_text or "").strip(), who)
+    return render(services, who, state, f"saved: edit · caption {caption.id} → {new_id}")
+
+
+def add(services: Services, annotator: str, state: dict, text: str) -> AnnotateView:
+    """Add a caption written by the annotator to the open image."""
+    who = _require(annotator)
+    state = dict(state or empty_state())
+    if state.get("image_id") is None:
+        raise ValueError("no image is open")
+    caption_id = add_caption(services.conn(), state["image_id"], (text or "").strip(), "human", author=who)
+    return render(services, who, state, f"saved: new caption {caption_id}")
+
+
+# -- the tab -----------------------------------------------------------------------------------------
+def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
+    """The Annotate tab's components and events; ``annotator`` is the shared name box."""
+    t = tr
+    state = gr.State(empty_state())
+    with gr.Row():
+        with gr.Column(scale=5):
+            image = gr.Image(label=t("image"), type="pil", interactive=False, height=460,
+                             buttons=["fullscreen", "download"], elem_id="annotate-image")
+            info = gr.Markdown(elem_id="annotate-info")
+            counters_md = gr.Markdown(elem_id="annotate-counters")
+        with gr.Column(scale=7):
+            table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True, label=t("captions"),
+                                 elem_id="caption-table", column_widths=["3%", "4%", "57%", "10%", "10%", "16%"])
+            with gr.Row():
+                accept_btn = gr.Button(t("accept"), elem_id="btn-accept", variant="primary")
+                reject_btn = gr.Button(t("reject"), elem_id="btn-reject", variant="stop")
+                skip_btn = gr.Button(t("next"), elem_id="btn-next")
+                undo_btn = gr.Button(t("undo"), elem_id="btn-undo")
+            with gr.Row():
+                best_btns = [gr.Button(f"★{n}", elem_id=f"btn-best-{n}", size="sm", min_width=40)
+                             for n in range(1, 10)]
+            up_btn = gr.Button("up", elem_id="btn-up", visible="hidden")  # clicked by ↑ / k
+            down_btn = gr.Button("down", elem_id="btn-down", visible="hidden")  # clicked by ↓ / j
+            with gr.Row():
+                edit_box = gr.Textbox(label=t("edit_selected"), elem_id="edit-box", scale=4)
+                edit_btn = gr.Button(t("save_edit"), elem_id="btn-edit", scale=1)
+            with gr.Row():
+                add_box = gr.Textbox(label=t("add_caption"), elem_id="add-box", scale=4)
+                add_btn = gr.Button(t("add"), elem_id="btn-add", scale=1)
+            status = gr.Markdown(elem_id="annotate-status")
+            gr.Markdown(t("keys_help"))
+    outputs = [state, image, info, table, counters_md, status, edit_box]
+
+    def wire(button: gr.Button, api_name: str, fn, extra: list | None = None) -> None:
+        button.click(user_errors(lambda *a: fn(*a).outputs()), [annotator, state, *(extra or [])], outputs,
+                     api_name=api_name, concurrency_limit=None)
+
+    wire(skip_btn, "skip", lambda who, st: skip(services, who, st))
+    wire(accept_btn, "accept", lambda who, st: decide(services, who, st, "accept"))
+    wire(reject_btn, "reject", lambda who, st: decide(services, who, st, "reject"))
+    for n, btn in enumerate(best_btns, 1):
+        wire(btn, f"best_{n}", lambda who, st, row=n - 1: decide(services, who, st, "best", row))
+    wire(up_btn, "select_up", lambda who, st: select(services, who, st, delta=-1))
+    wire(down_btn, "select_down", lambda who, st: select(services, who, st, delta=1))
+    wire(undo_btn, "undo", lambda who, st: undo(services, who, st))
+    wire(edit_btn, "edit", lambda who, st, text: edit(services, who, st, text), [edit_box])
+    add_btn.click(user_errors(lambda who, st, text: (*add(services, who, st, text).outputs(), "")),
+                  [annotator, state, add_box], [*outputs, add_box], api_name="add_caption")
+
+    def on_select(who: str, st: dict, evt: gr.SelectData):
+        return select(services, who, st, row=evt.index[0]).outputs()
+
+    table.select(user_errors(on_select), [annotator, state], outputs, api_name="select_row",
+                 api_visibility="undocumented")
+    hidden_row = gr.Number(visible=False)
+    open_btn = gr.Button(visible=False)
+    open_btn.click(user_errors(lambda who, st, i: open_image(services, who, st, i).outputs()),
+                   [annotator, state, hidden_row], outputs, api_name="open_image")
+    return {"state": state, "outputs": outputs, "table": table, "image": image, "status": status,
+            "load_next": lambda who, st: load_next(services, who, st).outputs(),
+            "empty": lambda: render(services, "", empty_state(), "enter your name to start").outputs(),
+            "open": lambda who, st, i: open_image(services, who, st, i).outputs()}

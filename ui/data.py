@@ -1,0 +1,68 @@
+"""Data tab: import with the store's importers (a file on the server or an upload) and export every format."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from common.paths import resolve_inside
+from curation.exporters import EXPORTERS, export_file
+from curation.importers import IMPORTERS, ImportOptions, import_file
+from curation.triplets import TripletFilter
+from ui.common import tr, user_errors
+from ui.services import Services
+
+EXPORT_SUFFIX = {"csv": ".csv", "parquet": ".parquet"}
+
+
+def import_data(services: Services, kind: str, server_path: str | None, upload: str | None,
+                progress=None) -> tuple[str, pd.DataFrame]:
+    """Import an uploaded file, or a file named relative to the image root; return the summary and skipped rows."""
+    if upload:
+        path = Path(upload)
+    elif server_path and server_path.strip():
+        path = resolve_inside(services.image_root, server_path.strip())
+    else:
+        raise ValueError("give a file on the server (relative to the image root) or upload one")
+    report = import_file(services.conn(), kind, path, ImportOptions(image_root=services.image_root), progress)
+    skipped = pd.DataFrame([[s.row, s.reason] for s in report.skipped], columns=["row", "reason"])
+    return report.summary(), skipped
+
+
+def export_data(services: Services, kind: str, human_only: bool) -> tuple[str, str]:
+    """Write ``kind`` under the app's exports folder; return the file (for download) and a summary."""
+    if kind not in EXPORTERS:
+        raise ValueError(f"unknown export kind {kind!r}; choose one of {', '.join(EXPORTERS)}")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    out = services.config.exports_dir / f"{kind}-{stamp}{EXPORT_SUFFIX.get(kind, '.json')}"
+    report = export_file(services.conn(), kind, out, TripletFilter(human_only=bool(human_only)))
+    return str(out), f"{report.kind}: {report.records} records → {out.name}"
+
+
+def build_data_tab(services: Services) -> dict:
+    t = tr
+    with gr.Row():
+        with gr.Column():
+            kind = gr.Dropdown(list(IMPORTERS), value="seed-triplets", label=t("import_kind"))
+            server_path = gr.Textbox(label=t("server_path"), elem_id="import-path")
+            upload = gr.File(label=t("upload"), file_types=[".json", ".jsonl", ".csv"], type="filepath")
+            import_btn = gr.Button(t("import"), variant="primary", elem_id="btn-import")
+            summary = gr.Markdown(elem_id="import-summary")
+            skipped = gr.Dataframe(headers=["row", "reason"], label=t("import_report"), interactive=False)
+        with gr.Column():
+            export_kind = gr.Dropdown(list(EXPORTERS), value="triplets", label=t("export_kind"))
+            human_only = gr.Checkbox(value=True, label=t("human_only"))
+            export_btn = gr.Button(t("export"), variant="primary", elem_id="btn-export")
+            export_file_out = gr.File(label=t("download"), interactive=False)
+            export_summary = gr.Markdown()
+
+    def run_import(k, server, up, progress=gr.Progress()):
+        return import_data(services, k, server, up, lambda d, n: progress((d, n), desc="importing"))
+
+    import_btn.click(user_errors(run_import), [kind, server_path, upload], [summary, skipped], api_name="import")
+    export_btn.click(user_errors(lambda k, h: export_data(services, k, h)), [export_kind, human_only],
+                     [export_file_out, export_summary], api_name="export")
+    return {"summary": summary}

@@ -1,0 +1,280 @@
+"""Training runs in a separate process, watched by a thread of the app.
+
+:meth:`TrainingJobs.start` writes the run's triplets (from the store, split by image into train and
+held-out files), records the run, and starts ``trainer.train`` in a ``spawn`` process. The child
+sends progress dicts, log lines and its result through a queue; a monitor thread in the app drains
+it, so a run is finished and recorded even when no browser is watching. The UI polls
+:meth:`TrainingJobs.snapshot` with a ``gr.Timer``. Cancel sets a ``multiprocessing.Event`` the trainer
+checks between steps. When a run ends, the new checkpoint and the model it started from are both
+evaluated on the held-out file, and the new one is registered as a model version (not yet active).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import queue as queue_module
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curation.models import add_model_version, add_training_run, get_training_run, update_training_run
+from curation.triplets import TripletFilter, triplet_records
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("done", "failed", "cancelled")
+CANCEL_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class TrainForm:
+    """What the Train tab asks for. ``lora_rank`` 0 trains the whole backbone (needed for tiny)."""
+
+    loss: str = "infonce+focal_triplet"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    lr: float = 1e-4
+    lora_rank: int = 0
+    human_only: bool = False
+    val_split: float = 0.2
+    batch_size: int = 8
+    max_pixels: int | None = None
+    base_checkpoint: str | None = None  # None: the active model
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_split < 1.0:
+            raise ValueError(f"validation share must lie strictly between 0 and 1, got {self.val_split}")
+        if self.lora_rank < 0:
+            raise ValueError(f"LoRA rank must be 0 or more, got {self.lora_rank}")
+
+
+@dataclass
+class Job:
+    run_id: int
+    parent_model_id: int
+    process: mp.process.BaseProcess
+    stop_event: object
+    status: str = "running"
+    progress: list[dict] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    result: dict = field(default_factory=dict)
+    model_version_id: int | None = None
+    started: float = field(default_factory=time.time)
+
+
+def split_by_image(records: list[dict], val_share: float) -> tuple[list[dict], list[dict]]:
+    """Deterministic split by image name (all triplets of an image land on one side)."""
+    def bucket(name: str) -> float:
+        return int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    train = [r for r in records if bucket(r["image_name"]) >= val_share]
+    val = [r for r in records if bucket(r["image_name"]) < val_share]
+    if not val and len(train) > 1:  # tiny stores: hold out at least one image
+        first = train[0]["image_name"]
+        val = [r for r in train if r["image_name"] == first]
+        train = [r for r in train if r["image_name"] != first]
+    return train, val
+
+
+def _worker(config: dict, eval_spec: dict, events: mp.Queue, stop_event) -> None:
+    """Child process: train, then evaluate the new and the parent checkpoint on the held-out triplets."""
+    import torch
+
+    torch.set_num_threads(1)  # leave the other cores to the app's annotators
+
+    class QueueHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.put({"event": "log", "message": self.format(record)})
+
+    handler = QueueHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    try:
+        import trainer
+        from trainer.config import TrainConfig
+
+        checkpoint, metrics = trainer.train(
+            TrainConfig.from_dict(config), lambda p: events.put({"event": "progress", **p}), stop_event)
+        result = {"checkpoint": str(checkpoint), "metrics": metrics, "cancelled": stop_event.is_set()}
+        if not stop_event.is_set():
+            result["evaluation"] = {
+                "new": held_out_metrics(str(checkpoint), eval_spec["val_file"], eval_spec["image_root"]),
+                "active": held_out_metrics(eval_spec["parent"], eval_spec["val_file"], eval_spec["image_root"]),
+            }
+        events.put({"event": "done", **result})
+    except BaseException:  # noqa: BLE001 - everything goes back to the app, which records the failure
+        events.put({"event": "error", "message": traceback.format_exc()})
+
+
+def held_out_metrics(checkpoint: str, val_file: str, image_root: str) -> dict[str, float]:
+    """The trainer's triplet evaluation of one checkpoint on the held-out file."""
+    from scorer import load_checkpoint
+    from trainer.evaluate import build_evaluator
+
+    evaluator = build_evaluator(val_file, image_root, skip_missing=True)
+    model, processor = load_checkpoint(checkpoint, device="cpu")
+    return {k: float(v) for k, v in evaluator(model, processor, 16).items()}
+
+
+class TrainingJobs:
+    """The app's training runs: at most one runs at a time; finished ones stay readable."""
+
+    def __init__(self, services):
+        self.services = services
+        self._lock = threading.Lock()
+        self.jobs: dict[int, Job] = {}
+        self._context = mp.get_context("spawn")
+
+    def running(self) -> Job | None:
+        with self._lock:
+            return next((job for job in self.jobs.values() if job.status == "running"), None)
+
+    def start(self, form: TrainForm) -> int:
+        """Write the run's triplets, record the run and start the training process; return the run id."""
+        if self.running() is not None:
+            raise ValueError(f"training run {self.running().run_id} is still running; cancel it or wait")
+        conn = self.services.conn()
+        records = triplet_records(conn, TripletFilter(human_only=form.human_only))
+        train, val = split_by_image(records, form.val_split)
+        if not train or not val:
+            raise ValueError(f"{len(records)} triplets in the store ({'human only' if form.human_only else 'all'})"
+                             " are too few to train and hold out; annotate or import more")
+        _, parent_id = self.services.scorer()
+        from curation.models import get_model_version
+
+        parent_path = form.base_checkpoint or get_model_version(conn, parent_id).path
+        run_id = add_training_run(conn, {"form": form.__dict__, "parent_model": parent_id})
+        run_dir = self.services.config.runs_dir / f"run-{run_id:04d}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
+        (run_dir / "val.json").write_text(json.dumps(val, ensure_ascii=False), encoding="utf-8")
+        config = self._train_config(form, parent_path, run_dir)
+        update_training_run(conn, run_id, "running", {"train_triplets": len(train), "val_triplets": len(val),
+                                                      "config": config})
+        events, stop_event = self._context.Queue(), self._context.Event()
+        eval_spec = {"val_file": str(run_dir / "val.json"), "image_root": str(self.services.image_root),
+                     "parent": parent_path}
+        process = self._context.Process(target=_worker, args=(config, eval_spec, events, stop_event),
+                                        name=f"train-run-{run_id}", daemon=True)
+        process.start()
+        job = Job(run_id=run_id, parent_model_id=parent_id, process=process, stop_event=stop_event)
+        with self._lock:
+            self.jobs[run_id] = job
+        threading.Thread(target=self._monitor, args=(job, events), name=f"monitor-run-{run_id}", daemon=True).start()
+        log.info("training run %d started (pid %d): %d train / %d held-out triplets",
+                 run_id, process.pid, len(train), len(val))
+        return run_id
+
+    def _train_config(self, form: TrainForm, parent_path: str, run_dir: Path) -> dict:
+        from trainer.config import TrainConfig
+
+        config = TrainConfig(
+            init_checkpoint=parent_path, train_backbone="lora" if form.lora_rank > 0 else "full",
+            lora_r=max(form.lora_rank, 1), loss=form.loss, epochs=form.epochs, max_steps=form.max_steps or None,
+            lr=form.lr, batch_size=form.batch_size, max_pixels=form.max_pixels,
+            train_file=str(run_dir / "train.json"), val_file=str(run_dir / "val.json"),
+            image_root=str(self.services.image_root), output_dir=str(run_dir / "out"), log_every=1,
+            on_invalid="skip",
+        )
+        return config.to_dict()
+
+    def _monitor(self, job: Job, events) -> None:
+        """Drain the child's queue until it reports a result or dies; then record the outcome."""
+        outcome: dict | None = None
+        while outcome is None:
+            try:
+                event = events.get(timeout=0.5)
+            except queue_module.Empty:
+                if not job.process.is_alive():
+                    outcome = {"event": "error", "message": f"training process exited with {job.process.exitcode}"}
+                continue
+            kind = event.pop("event", "")
+            with self._lock:
+                if kind == "progress":
+                    job.progress.append(event)
+                elif kind == "log":
+                    job.log.append(event["message"])
+                else:
+                    outcome = {"event": kind, **event}
+        job.process.join(timeout=30)
+        self._finish(job, outcome)
+
+    def _finish(self, job: Job, outcome: dict) -> None:
+        conn = self.services.conn()
+        if outcome["event"] == "error":
+            status, job.result = "failed", {"error": outcome["message"]}
+            job.log.append(outcome["message"])
+            update_training_run(conn, job.run_id, status, {"error": outcome["message"][-2000:]})
+        elif outcome.get("cancelled"):
+            status, job.result = "cancelled", outcome
+            update_training_run(conn, job.run_id, status, {"train": outcome.get("metrics", {})})
+        else:
+            status, job.result = "done", outcome
+            metrics = {**_flat(outcome.get("metrics", {})),
+                       **{f"held_out_{k}": v for k, v in outcome["evaluation"]["new"].items()}}
+            job.model_version_id = add_model_version(
+                conn, outcome["checkpoint"], metrics=metrics, parent=job.parent_model_id,
+                provenance={"run": job.run_id, "config": get_training_run(conn, job.run_id).config})
+            update_training_run(conn, job.run_id, status, {"train": outcome.get("metrics", {}),
+                                                           "evaluation": outcome["evaluation"]},
+                                model_version=job.model_version_id)
+        with self._lock:
+            job.status = status
+        log.info("training run %d %s", job.run_id, status)
+
+    def cancel(self, run_id: int | None = None) -> bool:
+        """Ask the running (or given) run to stop; it saves a checkpoint and ends. Returns whether one ran."""
+        job = self.jobs.get(run_id) if run_id is not None else self.running()
+        if job is None or job.status != "running":
+            return False
+        job.stop_event.set()
+        threading.Thread(target=self._kill_if_stuck, args=(job,), daemon=True).start()
+        return True
+
+    def _kill_if_stuck(self, job: Job) -> None:
+        job.process.join(timeout=CANCEL_GRACE_S)
+        if job.process.is_alive():
+            log.warning("training run %d ignored cancel for %.0f s; terminating it", job.run_id, CANCEL_GRACE_S)
+            job.process.terminate()
+
+    def cancel_all(self) -> None:
+        for job in list(self.jobs.values()):
+            if job.status == "running":
+                job.stop_event.set()
+                job.process.join(timeout=10)
+                if job.process.is_alive():
+                    job.process.terminate()
+
+    def promote(self, run_id: int) -> int:
+        """Make a finished run's model the active one; return its model version id."""
+        run = get_training_run(self.services.conn(), run_id)
+        if run.status != "done" or run.model_version_id is None:
+            raise ValueError(f"training run {run_id} is {run.status}; only a finished run can be promoted")
+        self.services.activate(run.model_version_id)
+        return run.model_version_id
+
+    def snapshot(self, run_id: int | None = None) -> dict | None:
+        """A copy of a run's state for the UI (the latest run when ``run_id`` is None)."""
+        with self._lock:
+            if not self.jobs:
+                return None
+            job = self.jobs[run_id] if run_id is not None else self.jobs[max(self.jobs)]
+            return {"run_id": job.run_id, "status": job.status, "progress": list(job.progress),
+                    "log": list(job.log[-200:]), "result": dict(job.result),
+                    "model_version_id": job.model_version_id, "elapsed": time.time() - job.started}
+
+
+def _flat(metrics: dict, prefix: str = "") -> dict:
+    """Nested metric dicts → one level of numbers (``val/mean_accuracy``)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)):
+            out[f"{prefix}{key}"] = value
+    return out

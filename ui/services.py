@@ -1,0 +1,153 @@
+"""What the app shares between requests: the store's location, the active scorer, the training job.
+
+Handlers get a :class:`Services` and keep nothing else: one SQLite connection per thread (the store
+wants that), the scorer behind a lock so that promoting a model swaps it atomically for every user.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from curation.models import active_model, add_model_version, get_model_version, list_model_versions, set_active_model
+from curation.store import open_store
+from scorer import Scorer, is_checkpoint, new_scorer, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD = "200mb"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Where the app keeps its data and which model it starts with.
+
+    ``model`` is ``tiny``, a hub id or a backbone path (an untrained scorer is built on it once);
+    ``checkpoint`` a scorer checkpoint directory that becomes the active model. Without either,
+    the store's active model (e.g. one promoted earlier) is used.
+    """
+
+    data_dir: Path
+    image_root: Path
+    model: str = "tiny"
+    checkpoint: Path | None = None
+    device: str = "cpu"
+    max_file_size: str = DEFAULT_MAX_UPLOAD
+    max_pixels: int | None = None  # training images are shrunk to this many pixels (None: model default)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "store.sqlite"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "embeddings"
+
+
+class Services:
+    """Shared, read-mostly state of the running app (never put in ``gr.State``)."""
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        for folder in (config.data_dir, config.exports_dir, config.runs_dir, config.models_dir, config.cache_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        if not config.image_root.is_dir():
+            raise FileNotFoundError(f"image root {config.image_root} is not a folder")
+        self.image_root = config.image_root.resolve()
+        self._local = threading.local()
+        self._scorer_lock = threading.RLock()
+        model_id = self._initial_model()
+        self._scorer = self._load_scorer(model_id)
+        self._model_id = model_id
+        from ui.jobs import TrainingJobs  # late: jobs needs Services only as a type
+
+        self.training = TrainingJobs(self)
+
+    # -- store -------------------------------------------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection to the store (opened on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = open_store(self.config.db_path)
+            self._local.conn = conn
+        return conn
+
+    # -- the active model ----------------------------------------------------------------------------
+    def scorer(self) -> tuple[Scorer, int]:
+        """The active scorer and its model version id in the store, read together."""
+        with self._scorer_lock:
+            return self._scorer, self._model_id
+
+    def activate(self, model_id: int) -> None:
+        """Make ``model_id`` the active model: load it, record it in the store, then swap it in."""
+        version = get_model_version(self.conn(), model_id)
+        if version is None:
+            raise ValueError(f"model version {model_id} does not exist")
+        loaded = self._load_scorer(model_id)
+        with self._scorer_lock:
+            set_active_model(self.conn(), model_id)
+            self._scorer, self._model_id = loaded, model_id
+        log.info("active model is now version %d (%s)", model_id, version.path)
+
+    def _load_scorer(self, model_id: int) -> Scorer:
+        version = get_model_version(self.conn(), model_id)
+        return Scorer.from_checkpoint(version.path, device=self.config.device, batch_size=16,
+                                      cache_dir=self.config.cache_dir)
+
+    def _initial_model(self) -> int:
+        conn = self.conn()
+        if self.config.checkpoint is not None:
+            path = Path(self.config.checkpoint).resolve()
+            if not is_checkpoint(path):
+                raise FileNotFoundError(f"--checkpoint {path} is not a scorer checkpoint")
+            known = {v.path: v.id for v in list_model_versions(conn)}
+            model_id = known.get(str(path)) or add_model_version(
+                conn, str(path), provenance={"kind": "checkpoint", "given": str(self.config.checkpoint)})
+        elif (current := active_model(conn)) is not None:
+            return current.id
+        else:
+            path = self._base_checkpoint(self.config.model)
+            known = {v.path: v.id for v in list_model_versions(conn)}
+            model_id = known.get(str(path)) or add_model_version(
+                conn, str(path), provenance={"kind": "base", "model": self.config.model})
+        set_active_model(conn, model_id)
+        return model_id
+
+    def _base_checkpoint(self, model: str) -> Path:
+        """An untrained scorer on ``model`` (tiny, hub id or path), written once under models/."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
+        out = (self.config.models_dir / f"base-{slug}").resolve()
+        if not is_checkpoint(out):
+            config = None
+            if model == "tiny":
+                from scorer.tiny import tiny_scorer_config
+
+                config = tiny_scorer_config()
+            scorer_model, processor = new_scorer(model, config, device="cpu", dtype="float32")
+            save_checkpoint(scorer_model, processor, out, save_backbone=model == "tiny")
+        return out
+
+    def image_path(self, rel_path: str) -> Path:
+        """An image of the store on disk (inside the image root, or ``PathOutsideRootError``)."""
+        from common.paths import resolve_inside
+
+        return resolve_inside(self.image_root, rel_path)
+
+    def close(self) -> None:
+        self.training.cancel_all()

@@ -1,0 +1,137 @@
+"""Train tab: a form, a background run with live progress, loss and accuracy plots, a log, Cancel and Promote."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from curation.models import list_model_versions
+from ui.common import tr, user_errors
+from ui.jobs import TrainForm
+from ui.services import Services
+
+LOSSES = ["infonce+focal_triplet", "infonce", "siglip", "focal_triplet", "siglip+focal_triplet"]
+ACTIVE = "active model"
+POLL_SECONDS = 1.0
+
+
+def start_training(services: Services, base: str | None, loss: str, epochs: float, max_steps: float | None,
+                   lr: float, lora_rank: float, triplets: str, val_split: float,
+                   max_pixels: int | None = None) -> str:
+    """Start a run in the background; return a status line."""
+    base_path = None
+    if base not in (None, "", ACTIVE):
+        versions = {f"v{v.id}": v.path for v in list_model_versions(services.conn())}
+        if base not in versions:
+            raise ValueError(f"unknown model version {base!r}")
+        base_path = versions[base]
+    form = TrainForm(loss=loss, epochs=float(epochs), max_steps=int(max_steps) if max_steps else None,
+                     lr=float(lr), lora_rank=int(lora_rank or 0), human_only=triplets == "human",
+                     val_split=float(val_split), max_pixels=max_pixels or services.config.max_pixels,
+                     base_checkpoint=base_path)
+    run_id = services.training.start(form)
+    return f"training run {run_id} started"
+
+
+def progress_frames(progress: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Long-format (step, value, series) frames of the loss terms and of the accuracies."""
+    loss_rows, acc_rows = [], []
+    for p in progress:
+        step = p.get("step")
+        if step is None:
+            continue
+        for key, value in p.items():
+            if not isinstance(value, (int, float)) or key in ("step", "max_steps", "total_steps", "epoch"):
+                continue
+            if "loss" in key:
+                loss_rows.append((step, float(value), key))
+            elif "accuracy" in key:
+                acc_rows.append((step, float(value), key))
+    return _frame(loss_rows), _frame(acc_rows)
+
+
+def _frame(rows: list[tuple[int, float, str]]) -> pd.DataFrame:
+    """Typed even when empty, so the plots get a quantitative y axis from the start."""
+    frame = pd.DataFrame(rows, columns=["step", "value", "series"])
+    return frame.astype({"step": "int64", "value": "float64", "series": object})
+
+
+def progress_fraction(snapshot: dict | None) -> tuple[float, str]:
+    if snapshot is None:
+        return 0.0, "no training run yet"
+    last = next((p for p in reversed(snapshot["progress"]) if "step" in p), {})
+    total = last.get("max_steps") or last.get("total_steps")
+    step = last.get("step", 0)
+    fraction = 1.0 if snapshot["status"] == "done" else (step / total if total else 0.0)
+    return fraction, (f"run {snapshot['run_id']}: **{snapshot['status']}** · step {step}"
+                      f"{f' / {total}' if total else ''} · {snapshot['elapsed']:.0f} s")
+
+
+def evaluation_table(snapshot: dict | None) -> pd.DataFrame:
+    """The new model beside the active one on the held-out triplets."""
+    evaluation = (snapshot or {}).get("result", {}).get("evaluation")
+    if not evaluation:
+        return pd.DataFrame(columns=["metric", "active", "new"])
+    names = sorted(set(evaluation["new"]) | set(evaluation["active"]))
+    return pd.DataFrame([[n, evaluation["active"].get(n), evaluation["new"].get(n)] for n in names],
+                        columns=["metric", "active", "new"])
+
+
+def poll(services: Services) -> tuple:
+    """(progress %, status, loss frame, accuracy frame, log, evaluation, promote visible)."""
+    snapshot = services.training.snapshot()
+    fraction, status = progress_fraction(snapshot)
+    losses, accuracies = progress_frames(snapshot["progress"] if snapshot else [])
+    log_text = "\n".join(snapshot["log"][-60:]) if snapshot else ""
+    can_promote = bool(snapshot and snapshot["status"] == "done")
+    return (round(100 * fraction, 1), status, losses, accuracies, log_text, evaluation_table(snapshot),
+            gr.update(interactive=can_promote))
+
+
+def promote_latest(services: Services) -> str:
+    snapshot = services.training.snapshot()
+    if snapshot is None:
+        raise ValueError("no training run to promote")
+    model_id = services.training.promote(snapshot["run_id"])
+    return f"promoted run {snapshot['run_id']}: model v{model_id} is now active"
+
+
+def build_train_tab(services: Services) -> dict:
+    t = tr
+    bases = [ACTIVE, *[f"v{v.id}" for v in list_model_versions(services.conn())]]
+    with gr.Row():
+        with gr.Column(scale=1):
+            base = gr.Dropdown(bases, value=ACTIVE, label=t("base_model"))
+            loss = gr.Dropdown(LOSSES, value=LOSSES[0], label=t("loss"))
+            epochs = gr.Number(1.0, label=t("epochs"), minimum=0.01)
+            max_steps = gr.Number(20, label=t("max_steps"), precision=0, minimum=0, elem_id="train-max-steps")
+            lr = gr.Number(1e-4, label=t("lr"), minimum=0)
+            lora_rank = gr.Number(0, label=t("lora_rank"), precision=0, minimum=0)
+            triplets = gr.Radio([("all", "all"), ("human only", "human")], value="all", label=t("which_triplets"))
+            val_split = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label=t("val_split"))
+            with gr.Row():
+                start_btn = gr.Button(t("start"), variant="primary", elem_id="btn-train-start")
+                cancel_btn = gr.Button(t("cancel"), variant="stop", elem_id="btn-train-cancel")
+                promote_btn = gr.Button(t("promote"), interactive=False, variant="primary",
+                                        elem_id="btn-train-promote")
+            message = gr.Markdown(elem_id="train-message")
+        with gr.Column(scale=2):
+            percent = gr.Slider(0, 100, value=0, label=t("progress"), interactive=False, elem_id="train-progress")
+            status = gr.Markdown(elem_id="train-status")
+            with gr.Row():
+                loss_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", title="loss", height=220)
+                acc_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", title="accuracy",
+                                       height=220)
+            evaluation = gr.Dataframe(label=t("evaluation"), interactive=False, elem_id="train-evaluation")
+            log_box = gr.Textbox(label=t("log"), lines=8, max_lines=8, interactive=False, autoscroll=True)
+    timer = gr.Timer(POLL_SECONDS)
+    poll_outputs = [percent, status, loss_plot, acc_plot, log_box, evaluation, promote_btn]
+    timer.tick(lambda: poll(services), None, poll_outputs, api_name="train_poll", show_progress="hidden",
+               concurrency_limit=None)
+    start_btn.click(user_errors(lambda *a: start_training(services, *a)),
+                    [base, loss, epochs, max_steps, lr, lora_rank, triplets, val_split], message,
+                    api_name="train_start")
+    cancel_btn.click(lambda: "cancel requested" if services.training.cancel() else "no run is running", None,
+                     message, api_name="train_cancel")
+    promote_btn.click(user_errors(lambda: promote_latest(services)), None, message, api_name="train_promote")
+    return {"timer": timer, "message": message, "promote": promote_btn}
