@@ -107,7 +107,7 @@ def read_records(path: str, rank: bool, image_root: str | None) -> list[dict]:
 
 def load_scorer(args: argparse.Namespace, device):
     from scorer import Scorer
-    from scorer.ranking import EmbeddingCache, checkpoint_version
+    from scorer.ranking import EmbeddingCache
 
     if args.checkpoint:
         return Scorer.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size,
