@@ -1,0 +1,106 @@
+"""Triplet sources, the bad-data report, and batches of distinct images and captions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from trainer.data import TripletCollator, TripletDataset, epoch_batches
+from trainer.records import DataValidationError, load_records, validate_records
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    root = tmp_path / "images"
+    (root / "imgs").mkdir(parents=True)
+    for n, colour in enumerate(["red", "green", "blue", "white"]):
+        Image.new("RGB", (56, 56), colour).save(root / "imgs" / f"{n}.png")
+    (root / "imgs" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def seed_record(image: str, pos: str = "a caption", negs: list | None = None) -> dict:
+    return {"image": image, "pos": pos, "negs": negs if negs is not None else ["hard one", "short", "other"]}
+
+
+def test_the_report_lists_every_bad_record_by_index(image_root, tmp_path):
+    raw = [
+        seed_record("imgs/0.png"),                       # 0 ok
+        seed_record("imgs/missing.png"),                 # 1 missing image
+        seed_record("imgs/1.png", pos="  "),             # 2 empty positive
+        seed_record("imgs/0.png"),                       # 3 duplicate of 0
+        seed_record("../outside.png"),                   # 4 outside the root
+        seed_record("imgs/2.png", negs=["ok", ""]),      # 5 empty negative
+        {"image_name": "imgs/3.png", "positive": "p"},   # 6 README record without negative
+        {"caption": "what is this"},                     # 7 unknown format
+        seed_record("imgs/2.png", pos="same", negs=["same"]),  # 8 negative equals the positive
+        {"image_name": "imgs/3.png", "positive": "p", "negative": "n"},  # 9 ok
+    ]
+    path = tmp_path / "triplets.json"
+    path.write_text(json.dumps(raw))
+    records, report = validate_records(path, image_root)
+    assert report.bad_indices == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [r.index for r in records] == [0, 9]
+    text = str(report)
+    for index in report.bad_indices:
+        assert f"record {index} " in text
+    assert "duplicate of record 0" in text and "image file not found" in text and "negs[1]" in text
+    with pytest.raises(DataValidationError) as err:
+        load_records(path, image_root)
+    assert err.value.report.bad_indices == report.bad_indices
+    assert len(load_records(path, image_root, on_invalid="skip")) == 2
+
+
+def test_three_sources_give_the_same_records(image_root, tmp_path):
+    readme = [{"image_name": "imgs/0.png", "positive": "a red square", "negative": "a blue square",
+               "provenance": "decision"}]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in readme) + "\n")
+
+    class Store:  # what curation hands over: no SQLite in the trainer
+        def triplet_records(self) -> list[dict]:
+            return readme
+
+    from_file, from_store, from_list = (load_records(s, image_root) for s in (jsonl, Store(), readme))
+    assert from_file == from_store == from_list
+    assert from_file[0].hard == "a blue square" and from_file[0].other_negatives == ()
+    seed = load_records([seed_record("imgs/1.png", negs=["hard", "short", "o1", "o2"])], image_root)[0]
+    assert (seed.hard, seed.short, seed.others, seed.other_negatives) == ("hard", "short", ("o1", "o2"),
+                                                                           ("short", "o1", "o2"))
+
+
+def test_batch_encodes_each_caption_and_image_once_and_skips_a_broken_image(image_root, tiny_scorer):
+    records = load_records([
+        seed_record("imgs/0.png", "red square", ["hard red", "There is a square.", "other red"]),
+        seed_record("imgs/1.png", "green square", ["hard green", "There is a square."]),
+        {"image_name": "imgs/1.png", "positive": "green square", "negative": "blue square"},
+        seed_record("imgs/broken.png", "broken", ["x"]),
+    ], image_root)
+    dataset = TripletDataset(records, image_root, tiny_scorer.processor, seed=0)
+    batch = TripletCollator(tiny_scorer.processor)([dataset[(0, i)] for i in range(4)])
+    assert batch.skipped == 1 and len(batch) == 3
+    assert batch.texts.count("There is a square.") == 1 and batch.texts.count("green square") == 1
+    assert len(batch.texts) == len(set(batch.texts)) == batch.input_ids.shape[0]
+    assert batch.image_grid_thw.shape[0] == 2  # imgs/1.png appears twice, encoded once
+    assert batch.image_index.tolist() == [0, 1, 1]
+    mask = batch.positive_mask(2, len(batch.texts))
+    assert mask.sum() == 2 and mask[1, batch.texts.index("green square")]
+    hard_texts = [batch.texts[i] for i in batch.negatives["hard"][0]]
+    assert hard_texts == ["hard red", "hard green", "blue square"]
+    random_negatives = [batch.texts[i] for i in batch.negatives["random"][0]]
+    for text, owner in zip(random_negatives, batch.negatives["random"][1].tolist()):
+        source = next(r for r in records if r.positive == text)  # another image's positive
+        assert source.image != records[owner].image and text != records[owner].positive
+
+
+def test_epoch_plan_is_seeded_and_splits_processes_evenly():
+    one = epoch_batches(10, 2, epoch=3, seed=7, num_processes=2, process_index=0)
+    two = epoch_batches(10, 2, epoch=3, seed=7, num_processes=2, process_index=1)
+    assert one == epoch_batches(10, 2, epoch=3, seed=7, num_processes=2, process_index=0)
+    assert len(one) == len(two) == 2  # 10 // (2 × 2), the incomplete global batch dropped
+    flat = [i for batch in one + two for _, i in batch]
+    assert len(flat) == len(set(flat)) == 8
+    assert epoch_batches(10, 2, epoch=4, seed=7) != epoch_batches(10, 2, epoch=3, seed=7)
+    assert len(epoch_batches(3, 8, epoch=0, seed=0)[0]) == 8  # smaller than a batch: cycled

@@ -1,0 +1,103 @@
+"""Training end to end on real UC Merced triplets with the tiny backbone: learns, saves, resumes, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from scorer import load_checkpoint
+from trainer import TrainConfig, parse_config, train
+from trainer.checkpoints import load_trainer_state
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(model="tiny", train_backbone="full", freeze_token_embeddings=True, max_pixels=12544,
+            max_text_tokens=32, batch_size=4, log_every=1, save_every=1000, seed=0)
+
+
+@pytest.fixture
+def ucm_small(ucm_dir, ucm_triplets, tmp_path) -> Path:
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(ucm_triplets[:8]))
+    return path
+
+
+def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(ucm_small, ucm_dir, tmp_path):
+    losses: list[float] = []
+    config = TrainConfig(**dict(FAST, batch_size=8), train_file=str(ucm_small), image_root=str(ucm_dir),
+                         output_dir=str(tmp_path / "run"), max_steps=6, lr=1e-3, warmup_steps=0,
+                         loss="infonce+focal_triplet")
+    checkpoint, metrics = train(config, on_progress=lambda m: losses.append(m["loss"]))
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert metrics["step"] == 6 and "focal_hard_loss" in metrics and "infonce_i2t_loss" in metrics
+    assert checkpoint == tmp_path / "run" / "best" and checkpoint.is_dir()
+    model, processor = load_checkpoint(tmp_path / "run" / "last")
+    with torch.no_grad():
+        text = model.encode_texts(**processor.texts(["a field"]))
+    assert text.shape == (1, 128)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_stop_then_resume_ends_like_an_uninterrupted_run(ucm_small, ucm_dir, tmp_path):
+    common = dict(FAST, train_file=str(ucm_small), image_root=str(ucm_dir), max_steps=3, lr=1e-3,
+                  loss="infonce+focal_triplet")
+    train(TrainConfig(**common, output_dir=str(tmp_path / "straight")))
+
+    stop = threading.Event()
+    _, first = train(TrainConfig(**common, output_dir=str(tmp_path / "stopped")),
+                     on_progress=lambda m: stop.set() if m["step"] == 1 else None, stop_event=stop)
+    assert first["stopped"] and first["step"] == 1
+    assert load_trainer_state(tmp_path / "stopped" / "last")["step"] == 1
+    _, resumed = train(TrainConfig(**common, output_dir=str(tmp_path / "stopped"), resume=True))
+    assert resumed["step"] == 3 and not resumed["stopped"]
+
+    a, b = (load_trainer_state(tmp_path / name / "last") for name in ("straight", "stopped"))
+    assert a["step"] == b["step"] == 3
+    assert a["scheduler"] == b["scheduler"]
+    state_a, state_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(state_a[key][name], state_b[key][name], rtol=0, atol=1e-6)
+    heads_a = load_checkpoint(tmp_path / "straight" / "last")[0].heads_state_dict()
+    heads_b = load_checkpoint(tmp_path / "stopped" / "last")[0].heads_state_dict()
+    for key in heads_a:
+        torch.testing.assert_close(heads_a[key], heads_b[key], rtol=0, atol=1e-6)
+
+
+def test_yaml_recipe_and_command_line_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: tiny\nlr: 0.01\nloss: infonce\nloss_weights: {infonce: 2.0}\n")
+    config = parse_config(["--config", str(recipe), "--lr", "0.5", "--max_steps", "3", "--augment",
+                           "--focal_term_weights", "random=1,hard=1,other=0"])
+    assert (config.lr, config.max_steps, config.augment, config.loss_weights) == (0.5, 3, True, {"infonce": 2.0})
+    assert config.focal_term_weights == {"random": 1.0, "hard": 1.0, "other": 0.0}
+    recipe.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        parse_config(["--config", str(recipe)])
+
+
+def test_accelerate_two_processes_end_with_identical_weights(ucm_small, ucm_dir, tmp_path):
+    """DDP (gloo) on CPU. accelerate 1.15 runs ``--cpu --num_processes 2`` as ONE process unless mpirun is
+    set up, so the two local CPU processes are launched through its torchrun path with ACCELERATE_USE_CPU."""
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "train.py"), "--model", "tiny", "--train_backbone", "full", "--freeze_token_embeddings",
+               "--max_pixels", "12544", "--max_text_tokens", "32", "--batch_size", "2", "--max_steps", "2",
+               "--train_file", str(ucm_small), "--image_root", str(ucm_dir), "--output_dir", str(out)]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hashes = json.loads((out / "replica_hashes.json").read_text())
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    assert load_trainer_state(out / "last")["step"] == 2
+    assert "2 steps (2 per epoch)" in result.stderr  # 8 records / (2 per process × 2 processes)

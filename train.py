@@ -1,0 +1,26 @@
+"""``python train.py --config configs/tiny_ucm.yaml --train_file F --image_root D --output_dir O``
+
+Also ``accelerate launch --multi_gpu --num_processes N train.py ...`` for DDP across GPUs or machines, and
+``accelerate launch --config_file configs/accelerate/fsdp.yaml train.py ...`` (or ``deepspeed_zero2.yaml``)
+for sharded training. Every TrainConfig field is a flag (``python train.py --help``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from trainer import parse_config, train
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_config(argv)
+    checkpoint, metrics = train(config)
+    print(f"checkpoint: {checkpoint}")
+    print(json.dumps({k: v for k, v in metrics.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
