@@ -11,8 +11,10 @@ Modes (flags kept from the original Remote_Scorer project, plus ranking):
 ``similarity_score`` is the cosine similarity in [-1, 1]. The original project reported (cos + 1) / 2
 in [0, 1]; convert with ``(score + 1) / 2`` to compare with its numbers.
 
-Corpora too large for one device: ``accelerate launch [--num_processes N] inference_script.py ...``
+Corpora too large for one device: ``accelerate launch --multi_gpu --num_processes N inference_script.py ...``
 splits the records across processes (and machines); the main process writes results in input order.
+On CPU processes: ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`` (accelerate's
+``--cpu --num_processes 2`` alone starts a single process unless MPI is configured).
 A missing or unreadable image, or a malformed record, stops with a message naming the file and the
 record index, and exit status 2 — never a silent score of 0.
 """
@@ -162,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         scorer = load_scorer(args, args.device or accelerator.device)
         with accelerator.split_between_processes(records) as mine:
             results = list(zip([r["_index"] for r in mine], score_records(scorer, mine, args.rank)))
+        logging.info("process %d/%d scored %d records", accelerator.process_index, accelerator.num_processes,
+                     len(mine))
         results = gather_object(results)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

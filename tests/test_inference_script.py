@@ -103,11 +103,15 @@ def test_accelerate_two_processes_write_results_in_input_order(tiny_checkpoint_s
     (tmp_path / "in.json").write_text(json.dumps(records))
     common = ["--checkpoint", str(tiny_checkpoint_session), "--json_input", str(tmp_path / "in.json"),
               "--image_root", str(ucm_dir)]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # accelerate 1.15: `--cpu --num_processes 2` alone starts ONE process (it expects MPI for multi-CPU);
+    # DDP over CPU processes is `--multi_gpu` with ACCELERATE_USE_CPU=1.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([*launch, str(ROOT / "inference_script.py"), *common, "--json_output", str(tmp_path / "two.json")],
-                   check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "1"}
+    launched = subprocess.run([*launch, str(ROOT / "inference_script.py"), *common, "--json_output",
+                               str(tmp_path / "two.json")], check=True, env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+    assert "process 0/2 scored 4 records" in launched.stderr and "process 1/2 scored 4 records" in launched.stderr
     subprocess.run([sys.executable, str(ROOT / "inference_script.py"), *common, "--json_output",
                     str(tmp_path / "one.json")], check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
     two = json.loads((tmp_path / "two.json").read_text())
