@@ -80,6 +80,11 @@ def save_checkpoint(
             model.qwen.save_pretrained(staging / BACKBONE_DIR, safe_serialization=True)
             processor.processor.save_pretrained(staging / BACKBONE_DIR)
             config.backbone = BACKBONE_DIR
+        elif _inside_checkpoint(config.backbone):
+            # The base lives inside another checkpoint (e.g. LoRA on a fully fine-tuned tiny model):
+            # carry it along, hard-linked when possible, so this checkpoint survives that one's deletion.
+            shutil.copytree(config.backbone, staging / BACKBONE_DIR, copy_function=_link_or_copy)
+            config.backbone = BACKBONE_DIR
         if model.has_lora:
             model.backbone.save_pretrained(staging / ADAPTER_DIR, safe_serialization=True)
         save_file({k: v.float().cpu() for k, v in model.heads_state_dict().items()}, staging / HEADS_FILE)
@@ -88,6 +93,18 @@ def save_checkpoint(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _inside_checkpoint(backbone: str) -> bool:
+    path = Path(backbone)
+    return path.name == BACKBONE_DIR and path.is_dir() and (path.parent / CONFIG_FILE).is_file()
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # the weights are never modified in place: sharing the inode is safe
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -112,8 +129,14 @@ def load_checkpoint(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     trainable: bool = False,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[DualEncoder, DualEncoderProcessor]:
-    """Load a checkpoint written by :func:`save_checkpoint` (or an original Remote_Scorer one)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (or an original Remote_Scorer one).
+
+    ``min_pixels``/``max_pixels`` override the checkpoint's pixel budget (e.g. to retrain at another
+    resolution); the next save records the new values.
+    """
     from peft import PeftModel
 
     directory = Path(path)
@@ -124,6 +147,8 @@ def load_checkpoint(
             return load_original_checkpoint(directory, device=device, dtype=dtype)
         raise FileNotFoundError(f"{directory} is not a scorer checkpoint: no {CONFIG_FILE} or {ORIGINAL_CONFIG_FILE}")
     config = ScorerConfig.load(directory / CONFIG_FILE)
+    config.min_pixels = min_pixels or config.min_pixels
+    config.max_pixels = max_pixels or config.max_pixels
     # A checkpoint-local backbone is recorded by absolute path in memory, so a later LoRA-only save
     # elsewhere still points at it.
     config.backbone = _backbone_source(directory, config.backbone)

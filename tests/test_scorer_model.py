@@ -106,7 +106,10 @@ def test_lora_targets_the_attention_of_both_towers_and_round_trips(tiny_checkpoi
     paths = _images(tmp_path)
     before = _embed(model, processor, paths)
     out = save_checkpoint(model, processor, tmp_path / "lora_ckpt")
-    assert (out / "adapter" / "adapter_model.safetensors").is_file() and not (out / "backbone").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    # the unchanged base is carried by hard link, not rewritten
+    weights = "backbone/model.safetensors"
+    assert (out / weights).stat().st_ino == (tiny_checkpoint / weights).stat().st_ino
     again, again_processor = load_checkpoint(out, device="cpu")
     after = _embed(again, again_processor, paths)
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
@@ -160,3 +163,26 @@ def test_ranking_encodes_each_image_and_distinct_caption_once_and_caches(loaded,
         assert calls == {"images": 4, "texts": 6}
     finally:
         del model.encode_images, model.encode_texts
+
+
+def test_lora_checkpoint_on_a_checkpoint_local_backbone_is_self_contained(tiny_checkpoint, tmp_path):
+    import shutil
+
+    model, processor = load_checkpoint(tiny_checkpoint, device="cpu")  # its backbone lives inside it
+    model.apply_lora(LoraSettings(r=2, alpha=4))
+    out = save_checkpoint(model, processor, tmp_path / "lora_on_local")
+    paths = _images(tmp_path)
+    before = _embed(model, processor, paths)
+    shutil.rmtree(tiny_checkpoint)  # the starting checkpoint is deleted, e.g. an old model version
+    again, again_processor = load_checkpoint(out, device="cpu")
+    after = _embed(again, again_processor, paths)
+    assert (out / "backbone" / "model.safetensors").is_file()
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+
+
+def test_pixel_budget_can_be_overridden_at_load(tiny_checkpoint, tmp_path):
+    model, processor = load_checkpoint(tiny_checkpoint, device="cpu", max_pixels=56 * 56)
+    assert processor.max_pixels == 56 * 56
+    assert processor.images(_images(tmp_path)[:1])["image_grid_thw"].tolist() == [[1, 4, 4]]
+    out = save_checkpoint(model, processor, tmp_path / "small")
+    assert load_checkpoint(out, device="cpu")[1].max_pixels == 56 * 56

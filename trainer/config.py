@@ -33,7 +33,7 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_towers: str = "both"  # "both" | "text" | "vision"
     lora_target_regex: str | None = None
-    max_pixels: int | None = None  # pixel budget of a fresh model's processor (None: the backbone's)
+    max_pixels: int | None = None  # processor pixel budget (None: the backbone's or checkpoint's own)
     min_pixels: int | None = None
     max_text_tokens: int | None = None
     # -- data --------------------------------------------------------------------------------------

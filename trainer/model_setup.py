@@ -39,12 +39,11 @@ def build_model(config: TrainConfig, device: torch.device,
     dtype = base_dtype(config, device)
     source = resume_from or (Path(config.init_checkpoint) if config.init_checkpoint else None)
     if source is not None:
-        model, processor = load_checkpoint(source, device=device, dtype=dtype, trainable=True)
+        model, processor = load_checkpoint(source, device=device, dtype=dtype, trainable=True,
+                                           min_pixels=config.min_pixels, max_pixels=config.max_pixels)
         logger.info("starting from checkpoint %s", source)
-        ignored = [name for name in ("max_pixels", "min_pixels", "max_text_tokens") if getattr(config, name)]
-        if ignored:
-            logger.warning("%s: %s only apply to fresh models; the checkpoint's own settings are kept",
-                           source, ", ".join(ignored))
+        if config.max_text_tokens:
+            processor.max_text_tokens = model.config.max_text_tokens = config.max_text_tokens
     else:
         model, processor = new_scorer(config.model, fresh_scorer_config(config), device=device, dtype=dtype,
                                       seed=config.seed)
