@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth-file", type=Path, help="file with one USER:PASS per line")
     parser.add_argument("--max-file-size", default="200mb", help="largest upload (e.g. 200mb)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="length limit of a generated caption")
     parser.add_argument("--demo", action="store_true", help="offline demo: tiny model, demo scenes, data/demo")
     args = parser.parse_args(argv)
     if args.demo:
@@ -64,7 +65,7 @@ def make_services(args: argparse.Namespace):
 
     config = AppConfig(data_dir=args.data_dir.resolve(), image_root=args.image_root.resolve(), model=args.model,
                        checkpoint=args.checkpoint, device=args.device, max_file_size=args.max_file_size,
-                       max_pixels=DEMO_TRAIN_PIXELS if args.demo else None)
+                       max_pixels=DEMO_TRAIN_PIXELS if args.demo else None, max_new_tokens=args.max_new_tokens)
     services = Services(config)
     if args.demo:
         import_demo_if_empty(services)
@@ -84,15 +85,16 @@ def import_demo_if_empty(services) -> None:
 
 def launch(services, host: str = "127.0.0.1", port: int = 7860, auth=None, block: bool = True, quiet: bool = False):
     """Build and start the app; returns the Blocks (with ``block=False`` the server runs in a thread)."""
-    from ui.app import CSS, KEYBOARD_JS, build_ui
+    from ui.app import APP_JS, CSS, build_ui
     from ui.common import I18N
 
     demo = build_ui(services)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=quiet,
                 allowed_paths=[str(services.image_root), str(services.config.exports_dir)],
-                max_file_size=services.config.max_file_size, i18n=I18N, js=KEYBOARD_JS, css=CSS,
+                max_file_size=services.config.max_file_size, i18n=I18N, js=APP_JS, css=CSS,
                 footer_links=["api"], ssr_mode=False)
+    services.start_background()  # score the queue while the first annotators arrive
     return demo
 
 

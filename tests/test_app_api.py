@@ -7,10 +7,12 @@ data directory, so the store starts with the 24 demo images and their imported c
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,11 +33,13 @@ def served(tmp_path_factory, tiny_checkpoint_session):
     from ui.services import AppConfig, Services
 
     data = tmp_path_factory.mktemp("app-data")
-    services = Services(AppConfig(data_dir=data, image_root=DEMO, checkpoint=tiny_checkpoint_session,
-                                  max_pixels=64 * 64))
+    root = tmp_path_factory.mktemp("app-images") / "demo"
+    shutil.copytree(DEMO, root)  # a copy, so that tests may add images
+    services = Services(AppConfig(data_dir=data, image_root=root, checkpoint=tiny_checkpoint_session,
+                                  max_pixels=64 * 64, max_new_tokens=8))
     app.import_demo_if_empty(services)
     port = free_port()
-    demo = app.launch(services, port=port, block=False, quiet=True)
+    demo = app.launch(services, port=port, block=False, quiet=True)  # also starts scoring the queue
     yield f"http://127.0.0.1:{port}/", services
     services.close()
     demo.close()
@@ -75,9 +79,36 @@ def test_next_image_is_ranked_by_the_active_model(client, served):
 
     image = get_image(services.conn(), image_id_of(out))
     scorer, _ = services.scorer()
-    expected = scorer.score_pairs([(str(DEMO / image.path), row[2]) for row in rows])
+    expected = scorer.score_pairs([(str(services.image_root / image.path), row[2]) for row in rows])
     assert scores == pytest.approx(expected, abs=1e-3)
     assert Path(out[0]).is_file()  # the displayed image was served
+
+
+def unlabelled_free_images(services) -> list[int]:
+    conn = services.conn()
+    leased = {row[0] for row in conn.execute("SELECT image_id FROM leases")}
+    from curation.views import ImageFilter, list_images
+
+    return [row.id for row in list_images(conn, ImageFilter(status="unlabelled")) if row.id not in leased]
+
+
+def test_background_scoring_puts_the_most_uncertain_image_first(client, served):
+    _, services = served
+    assert services.queue_scorer.wait(120)
+    from curation.views import image_captions
+
+    _, model_id = services.scorer()
+    margins = {}
+    for image_id in unlabelled_free_images(services):
+        scores = sorted((c.score for c in image_captions(services.conn(), image_id, model_id)), reverse=True)
+        assert None not in scores, f"image {image_id} was not scored in the background"
+        margins[image_id] = scores[0] - scores[1]
+    assert len(margins) >= 20
+    out = start(client, "uncertain-first")
+    assert image_id_of(out) == min(margins, key=lambda i: (margins[i], i))
+    second = image_id_of(client.predict("uncertain-first", api_name="/skip"))
+    del margins[image_id_of(out)]
+    assert second == min(margins, key=lambda i: (margins[i], i))
 
 
 def test_decisions_are_in_the_store_when_the_page_shows_them(client, served):
@@ -173,6 +204,63 @@ def test_import_upload_and_export_every_format(client, served, tmp_path):
         assert f"{kind}:" in summary
     path, summary = client.predict("triplets", False, api_name="/export")
     assert len(json.loads(Path(path).read_text())) == int(summary.split(": ")[1].split(" ")[0])
+
+
+def test_generate_candidates_for_the_open_image(client, served):
+    _, services = served
+    out = start(client, "writer")
+    image_id, before = image_id_of(out), {row[2] for row in table_rows(out)}
+    out = client.predict("writer", 2, api_name="/generate")
+    rows = table_rows(out)
+    new = [row for row in rows if row[2] not in before]
+    source = f"model:{services.backbone_name()}"
+    assert out[4].startswith("generated") and 1 <= len(new) <= 2 and {row[4] for row in new} == {source}
+    scores = [row[3] for row in rows]
+    assert scores == sorted(scores, reverse=True)  # the new captions are ranked with the others
+    from curation.views import image_captions
+
+    stored = {c.text: c for c in image_captions(services.conn(), image_id)}
+    assert all(stored[row[2]].source == source and stored[row[2]].author.startswith("local:") for row in new)
+
+
+def test_batch_generation_runs_in_the_background_and_imports_its_captions(client, served):
+    _, services = served
+    todo = unlabelled_free_images(services)
+    message = client.predict("unlabelled", 1, "short", "en", api_name="/generate_start")
+    assert "started" in message
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        percent, status = client.predict(api_name="/generate_poll")
+        if "**done**" in status or "**failed**" in status:
+            break
+        time.sleep(0.5)
+    assert "**done**" in status and percent == 100, status
+    from curation.views import image_captions
+
+    source = f"model:{services.backbone_name()}"
+    generated = {i for i in todo if any(c.source == source for c in image_captions(services.conn(), i))}
+    assert generated == set(todo)
+    lines = Path(services.generation.snapshot()["output"]).read_text(encoding="utf-8").splitlines()
+    assert lines and all(json.loads(line)["source"] == source for line in lines)
+    assert services.queue_scorer.wait(120)  # the new captions are scored for the queue too
+    _, model_id = services.scorer()
+    assert all(c.score is not None for i in todo for c in image_captions(services.conn(), i, model_id))
+
+
+def test_a_16_bit_image_is_shown_stretched(client, served, tmp_path):
+    _, services = served
+    from PIL import Image
+
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 3000) + 100  # dark raw values of a 16-bit SAR tile
+    Image.fromarray(ramp).save(services.image_root / "sar16.tif")
+    upload = tmp_path / "sar.jsonl"
+    upload.write_text(json.dumps({"image": "sar16.tif", "caption": "a radar tile"}) + "\n")
+    client.predict("jsonl", "", gradio_client.handle_file(str(upload)), api_name="/import")
+    from curation.store import find_image
+
+    out = client.predict("viewer", find_image(services.conn(), "sar16.tif"), api_name="/open_image")
+    shown = np.asarray(Image.open(out[0]).convert("RGB"))
+    assert shown.shape[:2] == (64, 64) and shown.min() < 30 and shown.max() > 220  # stretched to the full range
 
 
 def _wait_for(client, status: str, timeout: float = 240.0) -> tuple:

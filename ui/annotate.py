@@ -51,10 +51,10 @@ def ranked_captions(services: Services, image_id: int) -> list[tuple[CaptionRow,
     """The image's captions scored by the active model, best first. New scores are stored for the queue."""
     conn = services.conn()
     rows = image_captions(conn, image_id)
-    scorer, model_id = services.scorer()
-    if rows and any(row.score is None for row in rows):
+    if rows and any(row.score is None for row in rows):  # not yet scored by the queue scorer
         path = services.image_path(get_image(conn, image_id).path)
-        ranked = scorer.rank([(str(path), [row.text for row in rows])])[0]
+        with services.using_model() as (scorer, model_id):
+            ranked = scorer.rank([(str(path), [row.text for row in rows])])[0]
         by_text = {c.text: c.score for c in ranked.captions}
         record_scores(conn, model_id, [(image_id, row.id, by_text[row.text]) for row in rows])
         rows = image_captions(conn, image_id)
@@ -193,6 +193,26 @@ def add(services: Services, annotator: str, state: dict, text: str) -> AnnotateV
     return render(services, who, state, f"saved: new caption {caption_id}")
 
 
+def generate(services: Services, annotator: str, state: dict, n: float) -> AnnotateView:
+    """Write ``n`` candidate captions of the open image with the active backbone; they join the ranked list."""
+    from ui.background import caption_source, generator_for
+
+    who = (annotator or "").strip()
+    state = dict(state or empty_state())
+    if state.get("image_id") is None:
+        raise ValueError("no image is open")
+    count = int(n or 0)
+    if count < 1:
+        raise ValueError(f"number of captions to generate must be at least 1, got {n}")
+    path = services.image_path(get_image(services.conn(), state["image_id"]).path)
+    with services.using_model():
+        generator = generator_for(services, services.config.max_new_tokens, batch_size=1)
+        texts = generator.generate_captions([str(path)], count)[0]
+    added = {add_caption(services.conn(), state["image_id"], text.strip(), caption_source(generator),
+                         author=generator.name) for text in texts if text.strip()}
+    return render(services, who, state, f"generated {len(added)} caption(s) with {caption_source(generator)}")
+
+
 # -- the tab -----------------------------------------------------------------------------------------
 def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
     """The Annotate tab's components and events; ``annotator`` is the shared name box."""
@@ -202,6 +222,7 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
         with gr.Column(scale=5):
             image = gr.Image(label=t("image"), type="pil", interactive=False, height=460,
                              buttons=["fullscreen", "download"], elem_id="annotate-image")
+            gr.Markdown(t("zoom_help"), elem_classes="zoom-help")
             info = gr.Markdown(elem_id="annotate-info")
             counters_md = gr.Markdown(elem_id="annotate-counters")
         with gr.Column(scale=7):
@@ -223,6 +244,10 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
             with gr.Row():
                 add_box = gr.Textbox(label=t("add_caption"), elem_id="add-box", scale=4)
                 add_btn = gr.Button(t("add"), elem_id="btn-add", scale=1)
+            with gr.Row():
+                generate_n = gr.Number(3, label=t("generate_n"), precision=0, minimum=1, maximum=10, scale=1,
+                                       elem_id="generate-n")
+                generate_btn = gr.Button(t("generate"), elem_id="btn-generate", scale=2)
             status = gr.Markdown(elem_id="annotate-status")
             gr.Markdown(t("keys_help"))
     outputs = [state, image, info, table, counters_md, status, edit_box]
@@ -240,6 +265,7 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
     wire(down_btn, "select_down", lambda who, st: select(services, who, st, delta=1))
     wire(undo_btn, "undo", lambda who, st: undo(services, who, st))
     wire(edit_btn, "edit", lambda who, st, text: edit(services, who, st, text), [edit_box])
+    wire(generate_btn, "generate", lambda who, st, n: generate(services, who, st, n), [generate_n])
     add_btn.click(user_errors(lambda who, st, text: (*add(services, who, st, text).outputs(), "")),
                   [annotator, state, add_box], [*outputs, add_box], api_name="add_caption")
 

@@ -14,7 +14,10 @@ from ui.models import build_models_tab
 from ui.services import Services
 from ui.train import build_train_tab
 
-KEYBOARD_JS = (Path(__file__).parent / "keyboard.js").read_text(encoding="utf-8")
+_HERE = Path(__file__).parent
+# gradio runs one function on load: the key bindings, then the image zoom
+APP_JS = ("() => { (" + (_HERE / "keyboard.js").read_text(encoding="utf-8") + ")(); ("
+               + (_HERE / "zoom.js").read_text(encoding="utf-8") + ")(); }")
 CSS = "#caption-table td { font-size: 0.95em } .hidden-controls { display: none }"
 
 

@@ -44,9 +44,9 @@ def search(services: Services, query: str, cls: str | None = None, status: str |
     scores = [float("nan")] * len(rows)
     query = (query or "").strip()
     if query and rows:
-        scorer, _ = services.scorer()
-        images = scorer.embed_images(paths, on_progress=progress)
-        scores = cosine_scores(images, scorer.embed_texts([query]))[:, 0].tolist()
+        with services.using_model() as (scorer, _):
+            images = scorer.embed_images(paths, on_progress=progress)
+            scores = cosine_scores(images, scorer.embed_texts([query]))[:, 0].tolist()
         order = sorted(range(len(rows)), key=lambda i: -scores[i])
     else:
         order = list(range(len(rows)))

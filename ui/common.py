@@ -35,6 +35,11 @@ EN = {
     "progress": "Progress", "log": "Log", "evaluation": "Held-out evaluation",
     "models": "Model versions", "compare": "Compare", "rollback": "Make active (roll back)",
     "model_a": "Model A", "model_b": "Model B", "refresh": "Refresh",
+    "generate": "Generate candidates", "generate_n": "How many",
+    "batch_generate": "Generate candidate captions with the active backbone", "gen_scope": "Images",
+    "gen_style": "Style", "gen_language": "Language", "gen_start": "Generate for all of them",
+    "gen_status": "Generation",
+    "zoom_help": "Wheel zooms the image, drag pans it, double-click resets.",
 }
 ZH = {
     "title": "遥感描述评分器",
@@ -55,6 +60,10 @@ ZH = {
     "start": "开始训练", "cancel": "取消", "promote": "设为当前模型", "progress": "进度", "log": "日志",
     "evaluation": "留出集评估", "models": "模型版本", "compare": "比较", "rollback": "设为当前（回滚）",
     "model_a": "模型 A", "model_b": "模型 B", "refresh": "刷新",
+    "generate": "生成候选描述", "generate_n": "数量",
+    "batch_generate": "用当前骨干模型生成候选描述", "gen_scope": "图像", "gen_style": "风格", "gen_language": "语言",
+    "gen_start": "为这些图像生成", "gen_status": "生成",
+    "zoom_help": "滚轮缩放图像，拖动平移，双击复原。",
 }
 # Keys are prefixed so they never collide with gradio's own translation keys (e.g. "image").
 I18N = gr.I18n(en={f"rs_{k}": v for k, v in EN.items()}, zh={f"rs_{k}": v for k, v in ZH.items()})

@@ -12,10 +12,13 @@ from common.paths import resolve_inside
 from curation.exporters import EXPORTERS, export_file
 from curation.importers import IMPORTERS, ImportOptions, import_file
 from curation.triplets import TripletFilter
+from scorer.generation import LANGUAGES, STYLES
+from ui.background import SCOPES, GenerateForm
 from ui.common import tr, user_errors
 from ui.services import Services
 
 EXPORT_SUFFIX = {"csv": ".csv", "parquet": ".parquet"}
+POLL_SECONDS = 1.0
 
 
 def import_data(services: Services, kind: str, server_path: str | None, upload: str | None,
@@ -28,6 +31,7 @@ def import_data(services: Services, kind: str, server_path: str | None, upload: 
     else:
         raise ValueError("give a file on the server (relative to the image root) or upload one")
     report = import_file(services.conn(), kind, path, ImportOptions(image_root=services.image_root), progress)
+    services.queue_scorer.start()  # new captions: score them for the queue
     skipped = pd.DataFrame([[s.row, s.reason] for s in report.skipped], columns=["row", "reason"])
     return report.summary(), skipped
 
@@ -40,6 +44,29 @@ def export_data(services: Services, kind: str, human_only: bool) -> tuple[str, s
     out = services.config.exports_dir / f"{kind}-{stamp}{EXPORT_SUFFIX.get(kind, '.json')}"
     report = export_file(services.conn(), kind, out, TripletFilter(human_only=bool(human_only)))
     return str(out), f"{report.kind}: {report.records} records → {out.name}"
+
+
+def start_generation(services: Services, scope: str, n: float, style: str, language: str) -> str:
+    """Start the batch generation job in the background; return a status line."""
+    form = GenerateForm(n=int(n or 0), scope=scope, style=style, language=language,
+                        max_new_tokens=services.config.max_new_tokens)
+    job_id = services.generation.start(form)
+    return f"generation job {job_id} started"
+
+
+def generation_status(services: Services) -> tuple[float, str]:
+    """(percent, status line) of the latest generation job."""
+    job = services.generation.snapshot()
+    if job is None:
+        return 0.0, "no generation job yet"
+    percent = 100.0 if job["status"] == "done" else round(100 * job["done"] / max(job["total"], 1), 1)
+    line = (f"job {job['job_id']}: **{job['status']}** · {job['done']} / {job['total']} images · "
+            f"{job['elapsed']:.0f} s")
+    if job["summary"]:
+        line += f" · imported: {job['summary']}"
+    if job["error"]:
+        line += f"\n\n```\n{job['error'][-1500:]}\n```"
+    return percent, line
 
 
 def build_data_tab(services: Services) -> dict:
@@ -58,6 +85,26 @@ def build_data_tab(services: Services) -> dict:
             export_btn = gr.Button(t("export"), variant="primary", elem_id="btn-export")
             export_file_out = gr.File(label=t("download"), interactive=False)
             export_summary = gr.Markdown()
+
+    with gr.Group():
+        gr.Markdown(t("batch_generate"))
+        with gr.Row():
+            gen_scope = gr.Dropdown(list(SCOPES), value="unlabelled", label=t("gen_scope"))
+            gen_n = gr.Number(3, label=t("generate_n"), precision=0, minimum=1, maximum=10)
+            gen_style = gr.Dropdown(list(STYLES), value="detailed", label=t("gen_style"))
+            gen_language = gr.Dropdown(list(LANGUAGES), value="en", label=t("gen_language"))
+        with gr.Row():
+            gen_btn = gr.Button(t("gen_start"), variant="primary", elem_id="btn-generate-all")
+            gen_cancel = gr.Button(t("cancel"), variant="stop", elem_id="btn-generate-cancel")
+        gen_percent = gr.Slider(0, 100, value=0, label=t("progress"), interactive=False)
+        gen_status = gr.Markdown(elem_id="generate-status")
+    gen_btn.click(user_errors(lambda *a: start_generation(services, *a)), [gen_scope, gen_n, gen_style, gen_language],
+                  gen_status, api_name="generate_start")
+    gen_cancel.click(lambda: "cancel requested" if services.generation.cancel() else "no generation job is running",
+                     None, gen_status, api_name="generate_cancel")
+    timer = gr.Timer(POLL_SECONDS)
+    timer.tick(lambda: generation_status(services), None, [gen_percent, gen_status], api_name="generate_poll",
+               show_progress="hidden", concurrency_limit=None)
 
     def run_import(k, server, up, progress=gr.Progress()):
         return import_data(services, k, server, up, lambda d, n: progress((d, n), desc="importing"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import multiprocessing as mp
 import queue as queue_module
 import threading
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FINISHED = ("done", "failed", "cancelled")
 CANCEL_GRACE_S = 60.0
+EVALUATIONS = 10  # held-out evaluations per run (each a point of the accuracy curves)
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,16 @@ def _worker(config: dict, eval_spec: dict, events: mp.Queue, stop_event) -> None
         import trainer
         from trainer.config import TrainConfig
 
+        # the model it starts from, first: step 0 of the accuracy curves and the "active" column
+        parent = held_out_metrics(eval_spec["parent"], eval_spec["val_file"], eval_spec["image_root"])
+        events.put({"event": "progress", "step": 0, **{f"val/{k}": v for k, v in parent.items()}})
         checkpoint, metrics = trainer.train(
             TrainConfig.from_dict(config), lambda p: events.put({"event": "progress", **p}), stop_event)
         result = {"checkpoint": str(checkpoint), "metrics": metrics, "cancelled": stop_event.is_set()}
         if not stop_event.is_set():
             result["evaluation"] = {
                 "new": held_out_metrics(str(checkpoint), eval_spec["val_file"], eval_spec["image_root"]),
-                "active": held_out_metrics(eval_spec["parent"], eval_spec["val_file"], eval_spec["image_root"]),
+                "active": parent,
             }
         events.put({"event": "done", **result})
     except BaseException:  # noqa: BLE001 - everything goes back to the app, which records the failure
@@ -153,7 +158,7 @@ class TrainingJobs:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
         (run_dir / "val.json").write_text(json.dumps(val, ensure_ascii=False), encoding="utf-8")
-        config = self._train_config(form, parent_path, run_dir)
+        config = self._train_config(form, parent_path, run_dir, len(train))
         update_training_run(conn, run_id, "running", {"train_triplets": len(train), "val_triplets": len(val),
                                                       "config": config})
         events, stop_event = self._context.Queue(), self._context.Event()
@@ -170,8 +175,11 @@ class TrainingJobs:
                  run_id, process.pid, len(train), len(val))
         return run_id
 
-    def _train_config(self, form: TrainForm, parent_path: str, run_dir: Path) -> dict:
+    def _train_config(self, form: TrainForm, parent_path: str, run_dir: Path, n_train: int) -> dict:
+        """The trainer's config; held-out evaluation about EVALUATIONS times per run, for the accuracy curves."""
         from trainer.config import TrainConfig
+
+        steps = form.max_steps or math.ceil(form.epochs * math.ceil(n_train / form.batch_size))
 
         config = TrainConfig(
             init_checkpoint=parent_path, train_backbone="lora" if form.lora_rank > 0 else "full",
@@ -179,6 +187,7 @@ class TrainingJobs:
             lr=form.lr, batch_size=form.batch_size, max_pixels=form.max_pixels,
             train_file=str(run_dir / "train.json"), val_file=str(run_dir / "val.json"),
             image_root=str(self.services.image_root), output_dir=str(run_dir / "out"), log_every=1,
+            eval_every=max(1, steps // EVALUATIONS),
             on_invalid="skip",
         )
         return config.to_dict()

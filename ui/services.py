@@ -10,6 +10,8 @@ import logging
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ class AppConfig:
     device: str = "cpu"
     max_file_size: str = DEFAULT_MAX_UPLOAD
     max_pixels: int | None = None  # training images are shrunk to this many pixels (None: model default)
+    max_new_tokens: int = 96  # length limit of a generated candidate caption
 
     @property
     def db_path(self) -> Path:
@@ -72,12 +75,20 @@ class Services:
         self.image_root = config.image_root.resolve()
         self._local = threading.local()
         self._scorer_lock = threading.RLock()
+        self._model_lock = threading.RLock()  # one user of the model's weights and tokenizer at a time
         model_id = self._initial_model()
         self._scorer = self._load_scorer(model_id)
         self._model_id = model_id
-        from ui.jobs import TrainingJobs  # late: jobs needs Services only as a type
+        from ui.background import GenerationJobs, QueueScorer  # late: they need Services only as a type
+        from ui.jobs import TrainingJobs
 
         self.training = TrainingJobs(self)
+        self.queue_scorer = QueueScorer(self)
+        self.generation = GenerationJobs(self)
+
+    def start_background(self) -> None:
+        """Start scoring the queue (at launch; it runs again after promotions, imports and generation)."""
+        self.queue_scorer.start()
 
     # -- store -------------------------------------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -94,6 +105,28 @@ class Services:
         with self._scorer_lock:
             return self._scorer, self._model_id
 
+    @contextmanager
+    def using_model(self) -> Iterator[tuple[Scorer, int]]:
+        """Hold the active model for one piece of work (scoring or generating): (scorer, model version id).
+
+        Generation switches the model's adapters off and its tokenizer to left padding while it runs, so
+        every use of the weights goes through this lock; keep each hold short (one chunk).
+        """
+        with self._model_lock:
+            yield self.scorer()
+
+    def backbone_name(self) -> str:
+        """The active backbone as caption sources name it: a hub id as is, a local folder by its name
+        (by the checkpoint's name when the backbone was saved inside the checkpoint)."""
+        from scorer.checkpoint import BACKBONE_DIR
+
+        scorer, _ = self.scorer()
+        backbone = str(scorer.model.config.backbone)
+        path = Path(backbone)
+        if not path.exists():
+            return backbone
+        return path.parent.name if path.name == BACKBONE_DIR else path.name
+
     def activate(self, model_id: int) -> None:
         """Make ``model_id`` the active model: load it, record it in the store, then swap it in."""
         version = get_model_version(self.conn(), model_id)
@@ -104,6 +137,7 @@ class Services:
             set_active_model(self.conn(), model_id)
             self._scorer, self._model_id = loaded, model_id
         log.info("active model is now version %d (%s)", model_id, version.path)
+        self.queue_scorer.start()  # the queue's order follows the new model's margins
 
     def _load_scorer(self, model_id: int) -> Scorer:
         version = get_model_version(self.conn(), model_id)
@@ -151,3 +185,4 @@ class Services:
 
     def close(self) -> None:
         self.training.cancel_all()
+        self.generation.cancel()

@@ -12,6 +12,7 @@ from ui.services import Services
 
 LOSSES = ["infonce+focal_triplet", "infonce", "siglip", "focal_triplet", "siglip+focal_triplet"]
 ACTIVE = "active model"
+PALETTE = ["#e4572e", "#2e86ab", "#76b041", "#a23b72", "#f3a712", "#5c6bc0", "#17becf", "#8c564b"]
 POLL_SECONDS = 1.0
 
 
@@ -56,6 +57,21 @@ def _frame(rows: list[tuple[int, float, str]]) -> pd.DataFrame:
     return frame.astype({"step": "int64", "value": "float64", "series": object})
 
 
+def plot_update(frame: pd.DataFrame, shown: dict) -> tuple[dict, dict]:
+    """The plot's new data, and its colours once the browser holds every series: (update, new ``shown``).
+
+    The browser builds a plot's colour scale only when a setting of the plot changes, from the data it holds
+    at that moment; data updates alone keep the first (empty) scale and the lines get no colour. So a new set
+    of series is sent as data first, and its colours in the next poll, which rebuilds the scale from that data.
+    ``shown`` is what this browser has: {"data": series in its data, "colours": series in its colour map}.
+    """
+    names = sorted(frame["series"].unique())
+    if names != shown["data"] or names == shown["colours"]:
+        return gr.update(value=frame), {"data": names, "colours": shown["colours"]}
+    colours = {name: PALETTE[n % len(PALETTE)] for n, name in enumerate(names)}
+    return gr.update(value=frame, color_map=colours), {"data": names, "colours": names}
+
+
 def progress_fraction(snapshot: dict | None) -> tuple[float, str]:
     if snapshot is None:
         return 0.0, "no training run yet"
@@ -73,19 +89,29 @@ def evaluation_table(snapshot: dict | None) -> pd.DataFrame:
     if not evaluation:
         return pd.DataFrame(columns=["metric", "active", "new"])
     names = sorted(set(evaluation["new"]) | set(evaluation["active"]))
-    return pd.DataFrame([[n, evaluation["active"].get(n), evaluation["new"].get(n)] for n in names],
+    def shown(value):
+        return round(value, 4) if isinstance(value, float) else value
+
+    return pd.DataFrame([[n, shown(evaluation["active"].get(n)), shown(evaluation["new"].get(n))] for n in names],
                         columns=["metric", "active", "new"])
 
 
-def poll(services: Services) -> tuple:
-    """(progress %, status, loss frame, accuracy frame, log, evaluation, promote visible)."""
+def poll(services: Services, shown: dict | None = None) -> tuple:
+    """(progress %, status, loss plot, accuracy plot, log, evaluation, promote button, plots ``shown``)."""
+    shown = shown or empty_shown()
     snapshot = services.training.snapshot()
     fraction, status = progress_fraction(snapshot)
     losses, accuracies = progress_frames(snapshot["progress"] if snapshot else [])
+    loss_plot, shown_loss = plot_update(losses, shown["loss"])
+    acc_plot, shown_acc = plot_update(accuracies, shown["accuracy"])
     log_text = "\n".join(snapshot["log"][-60:]) if snapshot else ""
     can_promote = bool(snapshot and snapshot["status"] == "done")
-    return (round(100 * fraction, 1), status, losses, accuracies, log_text, evaluation_table(snapshot),
-            gr.update(interactive=can_promote))
+    return (round(100 * fraction, 1), status, loss_plot, acc_plot, log_text, evaluation_table(snapshot),
+            gr.update(interactive=can_promote), {"loss": shown_loss, "accuracy": shown_acc})
+
+
+def empty_shown() -> dict:
+    return {name: {"data": [], "colours": []} for name in ("loss", "accuracy")}
 
 
 def promote_latest(services: Services) -> str:
@@ -119,15 +145,17 @@ def build_train_tab(services: Services) -> dict:
             percent = gr.Slider(0, 100, value=0, label=t("progress"), interactive=False, elem_id="train-progress")
             status = gr.Markdown(elem_id="train-status")
             with gr.Row():
-                loss_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", title="loss", height=220)
+                loss_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", title="loss", height=220,
+                                        elem_id="train-loss-plot")
                 acc_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", title="accuracy",
-                                       height=220)
+                                       height=220, elem_id="train-accuracy-plot")
             evaluation = gr.Dataframe(label=t("evaluation"), interactive=False, elem_id="train-evaluation")
             log_box = gr.Textbox(label=t("log"), lines=8, max_lines=8, interactive=False, autoscroll=True)
     timer = gr.Timer(POLL_SECONDS)
-    poll_outputs = [percent, status, loss_plot, acc_plot, log_box, evaluation, promote_btn]
-    timer.tick(lambda: poll(services), None, poll_outputs, api_name="train_poll", show_progress="hidden",
-               concurrency_limit=None)
+    shown = gr.State(empty_shown())  # which series this browser's plots hold and colour
+    poll_outputs = [percent, status, loss_plot, acc_plot, log_box, evaluation, promote_btn, shown]
+    timer.tick(lambda seen: poll(services, seen), shown, poll_outputs, api_name="train_poll",
+               show_progress="hidden", concurrency_limit=None)
     start_btn.click(user_errors(lambda *a: start_training(services, *a)),
                     [base, loss, epochs, max_steps, lr, lora_rank, triplets, val_split], message,
                     api_name="train_start")

@@ -133,7 +133,13 @@ def test_train_watch_progress_promote_and_see_the_ranking_change(served, browser
         page.wait_for_timeout(250)
     assert "done" in status, status
     assert len(seen) >= 2, seen  # the progress moved while we watched
+    page.wait_for_timeout(1500)  # one more poll after "done"
     page.screenshot(path=str(shots / "train-done.png"), full_page=True)
+    for plot, least in (("#train-loss-plot", 2), ("#train-accuracy-plot", 2)):  # every loss term; the accuracies
+        lines = page.eval_on_selector_all(
+            f"{plot} .mark-line path", "ps => ps.filter(p => (p.getAttribute('stroke') || 'none') !== 'none'"
+            " && (p.getAttribute('d') || '').includes('L')).length")
+        assert lines >= least, (plot, lines)
     page.click("#btn-train-promote")
     page.wait_for_function("() => document.querySelector('#train-message')?.innerText.includes('promoted')",
                            timeout=TIMEOUT_MS)
@@ -142,3 +148,42 @@ def test_train_watch_progress_promote_and_see_the_ranking_change(served, browser
     after = wait_change(page, "#caption-table", before, "accept|reject|import")
     assert after != before
     page.screenshot(path=str(shots / "annotate-after-promote.png"), full_page=True)
+
+
+def test_the_image_zooms_with_the_wheel_and_pans_by_dragging(served, browser, shots):
+    url, _ = served
+    page = browser.new_context(viewport={"width": 1400, "height": 950}).new_page()
+    open_as(page, url, "zoomer")
+    img = page.locator("#annotate-image img").first
+    img.wait_for(timeout=TIMEOUT_MS)
+    box = img.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.wheel(0, -600)
+    page.wait_for_function("() => parseFloat(document.querySelector('#annotate-image img').dataset.zoom) > 2",
+                           timeout=TIMEOUT_MS)
+    before = img.evaluate("e => e.style.transform")
+    page.mouse.down()
+    page.mouse.move(cx + 80, cy + 40, steps=4)
+    page.mouse.up()
+    assert img.evaluate("e => e.style.transform") != before
+    assert page.evaluate("() => window.scrollY") == 0  # the wheel zoomed instead of scrolling the page
+    page.screenshot(path=str(shots / "annotate-zoomed.png"))
+    img.dblclick()
+    assert img.evaluate("e => e.dataset.zoom") == "1.000"
+    page.mouse.wheel(0, -600)
+    page.wait_for_function("() => parseFloat(document.querySelector('#annotate-image img').dataset.zoom) > 2",
+                           timeout=TIMEOUT_MS)
+    press_and_wait(page, "Space", "#annotate-info", r"Image \d+")  # the next image starts unzoomed
+    page.wait_for_function("() => document.querySelector('#annotate-image img')?.dataset.zoom === '1.000'",
+                           timeout=TIMEOUT_MS)
+
+
+def test_a_chinese_browser_gets_the_chinese_interface(served, browser, shots):
+    url, _ = served
+    page = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 950}).new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="标注").wait_for(timeout=TIMEOUT_MS)
+    assert page.get_by_role("tab", name="训练").count() == 1
+    assert page.get_by_role("button", name="生成候选描述").count() == 1
+    page.screenshot(path=str(shots / "annotate-zh.png"))
