@@ -55,3 +55,4 @@ def tiny_scorer(tiny_checkpoint_session: Path):
     from scorer import Scorer
 
     return Scorer.from_checkpoint(tiny_checkpoint_session, device="cpu", batch_size=8)
+

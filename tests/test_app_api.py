@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from app_server import serve_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "demo"
@@ -21,28 +21,12 @@ DEMO = ROOT / "assets" / "demo"
 gradio_client = pytest.importorskip("gradio_client")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_checkpoint_session):
-    import app
-    from ui.services import AppConfig, Services
-
-    data = tmp_path_factory.mktemp("app-data")
     root = tmp_path_factory.mktemp("app-images") / "demo"
     shutil.copytree(DEMO, root)  # a copy, so that tests may add images
-    services = Services(AppConfig(data_dir=data, image_root=root, checkpoint=tiny_checkpoint_session,
-                                  max_pixels=64 * 64, max_new_tokens=8))
-    app.import_demo_if_empty(services)
-    port = free_port()
-    demo = app.launch(services, port=port, block=False, quiet=True)  # also starts scoring the queue
-    yield f"http://127.0.0.1:{port}/", services
-    services.close()
-    demo.close()
+    with serve_app(tmp_path_factory.mktemp("app-data"), root, tiny_checkpoint_session, max_new_tokens=8) as server:
+        yield server
 
 
 @pytest.fixture

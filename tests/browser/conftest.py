@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+from app_server import serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "assets" / "demo"
@@ -25,27 +25,11 @@ def chromium_path() -> str | None:
         "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_checkpoint_session):
     """The app on the demo scenes with a fresh store: (url, services)."""
-    import app
-    from ui.services import AppConfig, Services
-
-    data = tmp_path_factory.mktemp("browser-app")
-    services = Services(AppConfig(data_dir=data, image_root=DEMO, checkpoint=tiny_checkpoint_session,
-                                  max_pixels=64 * 64))
-    app.import_demo_if_empty(services)
-    port = free_port()
-    demo = app.launch(services, port=port, block=False, quiet=True)
-    yield f"http://127.0.0.1:{port}/", services
-    services.close()
-    demo.close()
+    with serve_app(tmp_path_factory.mktemp("browser-app"), DEMO, tiny_checkpoint_session) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
