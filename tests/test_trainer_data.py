@@ -85,6 +85,7 @@ def test_batch_encodes_each_caption_and_image_once_and_skips_a_broken_image(imag
     assert len(batch.texts) == len(set(batch.texts)) == batch.input_ids.shape[0]
     assert batch.image_grid_thw.shape[0] == 2  # imgs/1.png appears twice, encoded once
     assert batch.image_index.tolist() == [0, 1, 1]
+    assert batch.images == ["imgs/0.png", "imgs/1.png"]  # row order: the keys the DDP gather dedupes by
     mask = batch.positive_mask(2, len(batch.texts))
     assert mask.sum() == 2 and mask[1, batch.texts.index("green square")]
     hard_texts = [batch.texts[i] for i in batch.negatives["hard"][0]]

@@ -94,8 +94,8 @@ def test_objective_sums_the_weighted_parts_ending_in_loss():
     images = torch.stack([unit(1, 0), unit(0, 1)])
     texts = torch.stack([unit(1, 0.1), unit(0.1, 1), unit(1, 1)])
     batch = TripletBatch(pixel_values=torch.empty(0), image_grid_thw=torch.empty(0), input_ids=torch.empty(0),
-                         attention_mask=torch.empty(0), texts=["a", "b", "c"], image_index=torch.tensor([0, 1]),
-                         positive_index=torch.tensor([0, 1]),
+                         attention_mask=torch.empty(0), texts=["a", "b", "c"], images=["x.png", "y.png"],
+                         image_index=torch.tensor([0, 1]), positive_index=torch.tensor([0, 1]),
                          negatives={"hard": (torch.tensor([2, 2]), torch.tensor([0, 1]))})
     objective = Objective(parse_loss_spec("infonce+focal_triplet", {"infonce": 0.5}))
     parts = objective(images, texts, batch, torch.tensor(0.0), torch.tensor(0.0))

@@ -101,3 +101,4 @@ def test_accelerate_two_processes_end_with_identical_weights(ucm_small, ucm_dir,
     assert len(hashes) == 2 and hashes[0] == hashes[1]
     assert load_trainer_state(out / "last")["step"] == 2
     assert "2 steps (2 per epoch)" in result.stderr  # 8 records / (2 per process × 2 processes)
+    assert "contrastive losses over the global batch of 2 processes" in result.stderr

@@ -52,6 +52,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     focal_term_weights: dict[str, float] = field(default_factory=lambda: {"random": 0.5, "hard": 2.0, "other": 0.5})
     contrastive_negatives: bool = True  # the batch's negative captions are extra contrastive columns
+    contrastive_gather: bool = True  # DDP: InfoNCE/SigLIP over all processes' batches (trainer.distributed)
     # -- optimisation ------------------------------------------------------------------------------
     max_steps: int | None = None  # optimizer steps; None: from epochs
     epochs: float = 1.0

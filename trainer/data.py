@@ -115,7 +115,8 @@ class TripletBatch:
     image_grid_thw: torch.Tensor  # (n_images, 3)
     input_ids: torch.Tensor  # (n_texts, seq)
     attention_mask: torch.Tensor  # (n_texts, seq)
-    texts: list[str]
+    texts: list[str]  # the distinct captions, in row order
+    images: list[str]  # the distinct images' paths (relative to the image root), in row order
     image_index: torch.Tensor  # (B,)
     positive_index: torch.Tensor  # (B,)
     negatives: dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -182,6 +183,7 @@ class TripletCollator:
         return TripletBatch(
             pixel_values=pixels["pixel_values"], image_grid_thw=pixels["image_grid_thw"],
             input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], texts=list(texts),
+            images=list(images),
             image_index=torch.tensor(image_index), positive_index=torch.tensor(positive_index),
             negatives={group: (torch.tensor(index, dtype=torch.long), torch.tensor(owner, dtype=torch.long))
                        for group, (index, owner) in pairs.items()},

@@ -3,7 +3,8 @@
     train(config, on_progress=None, stop_event=None) -> (checkpoint_dir, metrics)
 
 One optimizer step = ``grad_accum`` micro-batches of ``batch_size`` triplets per process, bf16 autocast
-on GPU over fp32 trainable weights, gradient clipping, AdamW with linear warmup + cosine decay.
+on GPU over fp32 trainable weights, gradient clipping, AdamW with linear warmup + cosine decay. Under
+DDP the contrastive losses see every process's micro-batch (``contrastive_gather``, trainer.distributed).
 Checkpoints go to OUTPUT_DIR/last every ``save_every`` steps, at the end and on a stop; OUTPUT_DIR/best
 holds the best by ``best_metric`` on the validation set (a copy of last when there is none).
 """
@@ -167,7 +168,8 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
     model, processor = build_model(config, accelerator.device, resume_from)
     objective = Objective(parse_loss_spec(config.loss, config.loss_weights),
                           FocalTripletLoss(config.focal_margin, config.focal_gamma, config.focal_term_weights),
-                          config.contrastive_negatives)
+                          config.contrastive_negatives,
+                          gather=config.contrastive_gather and accelerator.num_processes > 1)
     dataset = TripletDataset(records, config.image_root, processor, config.seed, config.augment, config.cache_images)
     collator = TripletCollator(processor, with_negatives=objective.uses_negatives)
 
@@ -201,6 +203,8 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
                 len(records), max_steps, steps_per_epoch,
                 sum(p.numel() for p in model.parameters() if p.requires_grad),
                 "cached" if text_cache else "recomputed")
+    if objective.gather:
+        logger.info("contrastive losses over the global batch of %d processes", accelerator.num_processes)
 
     # -- loop ---------------------------------------------------------------------------------------
     run_log = RunLog(out, accelerator.is_main_process, state["step"], max_steps)

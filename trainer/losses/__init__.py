@@ -2,12 +2,15 @@
 
 Every loss returns a dict of named parts; the parts whose name ends in ``_loss`` are summed (times the
 loss's configured weight) into the training loss, the others (temperature, bias) are only logged.
+Under DDP the :class:`Objective` can gather the contrastive losses' embeddings from all processes
+(``trainer.distributed``); the focal triplet loss stays per process.
 """
 
 from __future__ import annotations
 
 import torch
 
+from trainer.distributed import gather_contrastive, string_keys
 from trainer.losses.contrastive import InfoNCELoss, SigLIPLoss
 from trainer.losses.focal_triplet import DEFAULT_TERM_WEIGHTS, FocalTripletLoss
 
@@ -28,15 +31,21 @@ def parse_loss_spec(spec: str, weights: dict[str, float] | None = None) -> dict[
 
 
 class Objective:
-    """The selected losses on one batch of embeddings (see ``trainer.data.TripletBatch`` for the indices)."""
+    """The selected losses on one batch of embeddings (see ``trainer.data.TripletBatch`` for the indices).
+
+    ``gather=True`` (an initialised process group is required): InfoNCE and SigLIP run on the global batch
+    of all processes, deduplicated by image path and caption text (``trainer.distributed``); every process
+    computes the same contrastive value, and DDP's gradient mean gives the single-process gradient.
+    """
 
     def __init__(self, weights: dict[str, float], focal: FocalTripletLoss | None = None,
-                 contrastive_negatives: bool = True):
+                 contrastive_negatives: bool = True, gather: bool = False):
         self.weights = weights
         self.focal = focal or FocalTripletLoss()
         self.infonce = InfoNCELoss()
         self.siglip = SigLIPLoss()
         self.contrastive_negatives = contrastive_negatives
+        self.gather = gather
 
     @property
     def uses_logit_scale(self) -> bool:
@@ -63,11 +72,15 @@ class Objective:
         if "infonce" in self.weights or "siglip" in self.weights:
             mask = batch.positive_mask(len(image_emb), len(text_emb))  # (n_img, n_txt)
             columns = torch.ones_like(mask[0]) if self.contrastive_negatives else mask.any(dim=0)
-            texts, mask = text_emb[columns], mask[:, columns]
+            images, texts, mask = image_emb, text_emb[columns], mask[:, columns]
+            if self.gather:
+                captions = [text for text, kept in zip(batch.texts, columns.tolist()) if kept]
+                images, texts, mask = gather_contrastive(images, texts, mask, string_keys(batch.images, mask.device),
+                                                         string_keys(captions, mask.device))
             if "infonce" in self.weights:
-                self._add(parts, "infonce", self.infonce(image_emb, texts, mask, logit_scale))
+                self._add(parts, "infonce", self.infonce(images, texts, mask, logit_scale))
             if "siglip" in self.weights:
-                self._add(parts, "siglip", self.siglip(image_emb, texts, mask, logit_scale, logit_bias))
+                self._add(parts, "siglip", self.siglip(images, texts, mask, logit_scale, logit_bias))
         terms = [value for name, value in parts.items() if name.endswith("_loss")]
         if not terms:
             raise ValueError("no loss term applies to this batch (no negatives and no contrastive loss)")

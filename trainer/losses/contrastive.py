@@ -5,6 +5,20 @@ Both take ``image_emb`` (n, d) and ``text_emb`` (m, d), L2-normalised, and ``pos
 the collator, so an identical caption shared by two images is one column positive for both — never a
 false negative of itself. Columns without any positive (negative captions of the batch) only act
 as extra negatives for the image→text direction.
+
+Under DDP (``TrainConfig.contrastive_gather``) the inputs are the global batch of R processes
+(``trainer.distributed.gather_contrastive``): process r's rows X_r (n_r, d), columns Y_r (m_r, d) and
+mask P_r are concatenated in rank order, then deduplicated by key — k(image) = hash of its path,
+k(caption) = hash of its text — keeping the first copy of each key::
+
+    rows  = distinct k over X_0..X_{R-1}      columns = distinct k over Y_0..Y_{R-1}
+    P[a, b] = ∨ { P_r[i, j] : k(X_r[i]) = a, k(Y_r[j]) = b, r = 0..R-1 }
+
+so a caption text held by two processes is one column, positive for the images of both (never a
+false negative), and an image held by two processes is one row with the positives of both. This is
+exactly the batch one process would build from all R micro-batches. Every process computes the same
+L; the gather's backward sums the R gradients into each process's own rows, so DDP's mean over
+processes gives the gradient of L on one process (nothing is scaled by R).
 """
 
 from __future__ import annotations
