@@ -8,10 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from project_paths import ROOT, UCM_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
-UCM_DIR = ROOT.parent / "shared" / "data" / "ucm"
-REFERENCE_3B = ROOT.parent / "shared" / "reference" / "qwen2.5-vl-3b-instruct"
 # The tiny backbone is built once per machine and reused by every test run.
 os.environ.setdefault("REMOTE_SCORER_CACHE", str(ROOT / ".cache" / "remote_scorer"))
 # No test may reach for the hub: fail fast instead of waiting for network retries.

@@ -155,6 +155,18 @@ def test_a_name_is_required_before_deciding(client):
         client.predict("", api_name="/accept")
 
 
+def test_a_chinese_request_gets_chinese_handler_text(served):
+    zh = gradio_client.Client(served[0], verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"})
+    out = start(zh, "李雷")
+    assert out[1].startswith("**图像 ") and "已完成 **" in out[3] and "我的 **0**" in out[3]
+    assert table_rows(out) and list(out[2]["headers"][2:]) == ["描述", "分数", "来源", "我的判定"]
+    out = zh.predict("李雷", api_name="/accept")
+    assert out[4].startswith("已保存：接受") and table_rows(out)[0][5] == "✓ 接受" and "我的 **1**" in out[3]
+    with pytest.raises(gradio_client.exceptions.AppError, match="请先输入你的名字"):
+        zh.predict("", api_name="/accept")
+    assert start(gradio_client.Client(served[0], verbose=False), "lilei-en")[1].startswith("**Image ")
+
+
 def test_search_ranks_images_by_text_and_filters(client):
     table, gallery = client.predict("buildings with red roofs", "(any)", "(any)", "(any)", "(any)",
                                     api_name="/search")
@@ -258,31 +270,58 @@ def _wait_for(client, status: str, timeout: float = 240.0) -> tuple:
     raise AssertionError(f"training did not reach {status!r}: {out[1]}\n{out[4]}")
 
 
+def train(client, steps: int, auto_promote: bool) -> str:
+    return client.predict("active model", "infonce+focal_triplet", 1.0, steps, 1e-3, 0, "all", 0.2, auto_promote,
+                          api_name="/train_start")
+
+
+def held_out(out: tuple) -> dict[str, tuple[float, float]]:
+    """The poll's evaluation table: metric → (active, new); the deciding metric is marked with a star."""
+    return {row[0]: (row[1], row[2]) for row in out[5]["data"]}
+
+
 @pytest.mark.slow
-def test_train_cancel_then_train_promote_and_roll_back(client, served):
+def test_train_cancel_then_auto_promote_then_promote_by_hand_and_roll_back(client, served):
     _, services = served
-    from curation.models import active_model, list_training_runs
+    from curation.models import active_model, get_model_version, list_training_runs
 
     before_model = active_model(services.conn()).id
     probe = start(client, "prober")
     probe_id, before_scores = image_id_of(probe), {row[2]: row[3] for row in table_rows(probe)}
 
-    client.predict("active model", "infonce+focal_triplet", 1.0, 200, 1e-3, 0, "all", 0.2, api_name="/train_start")
+    train(client, 200, auto_promote=True)
     _wait_for(client, "running", 60)
     assert "cancel requested" in client.predict(api_name="/train_cancel")
     _wait_for(client, "cancelled")
     assert list_training_runs(services.conn())[-1].status == "cancelled"
 
-    client.predict("active model", "infonce+focal_triplet", 1.0, 2, 1e-3, 0, "all", 0.2, api_name="/train_start")
+    # a few steps at a high rate: the tiny model beats the untrained one on the held-out image, and the
+    # watcher promotes it on its own, recording the decision and both numbers of the deciding metric
+    train(client, 4, auto_promote=True)
     out = _wait_for(client, "done")
-    assert out[0] == 100 and out[5]["data"]  # evaluation table: new beside active
-    message = client.predict(api_name="/train_promote")
+    active, new = held_out(out)["mean_accuracy *"]
+    assert out[0] == 100 and new > active, held_out(out)
     new_model = active_model(services.conn()).id
-    assert new_model != before_model and f"v{new_model}" in message
+    assert new_model != before_model and f"auto-promoted: v{new_model} is now active" in out[1]
+    assert f"mean_accuracy {new:.4f} > {active:.4f} of v{before_model}" in out[1]
+    promotion = get_model_version(services.conn(), new_model).provenance["promotion"]
+    assert promotion["auto_promoted"] and promotion["metric"] == "mean_accuracy"
+    assert (round(promotion["new"], 4), round(promotion["active"], 4)) == (new, active)
+    assert list_training_runs(services.conn())[-1].metrics["promotion"]["promoted"] is True
     after = client.predict("prober", probe_id, api_name="/open_image")
     after_scores = {row[2]: row[3] for row in table_rows(after)}
     assert after_scores.keys() == before_scores.keys() and after_scores != before_scores
     assert f"model v{new_model}" in after[1]
+
+    train(client, 2, auto_promote=False)  # left for the Promote button, and the status line says why
+    out = _wait_for(client, "done")
+    assert active_model(services.conn()).id == new_model and "automatic promotion is off" in out[1]
+    active, new = held_out(out)["mean_accuracy *"]
+    assert f"mean_accuracy {new:.4f} (new) vs {active:.4f} (active v{new_model})" in out[1]
+    message = client.predict(api_name="/train_promote")
+    by_hand = active_model(services.conn()).id
+    assert by_hand not in (before_model, new_model) and f"v{by_hand}" in message
+    assert get_model_version(services.conn(), by_hand).provenance["promotion"]["auto_promoted"] is False
 
     table, message = client.predict(before_model, api_name="/rollback")
     assert active_model(services.conn()).id == before_model and f"v{before_model}" in message

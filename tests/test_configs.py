@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT
+from project_paths import ROOT
 
 from trainer.config import TrainConfig, load_yaml
 

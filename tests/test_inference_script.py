@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from project_paths import ROOT
 
 import inference_script
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REFERENCE_3B
+from project_paths import REFERENCE_3B
 
 from scorer import DualEncoder, LoraSettings, ScorerConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REFERENCE_3B
+from project_paths import REFERENCE_3B
 
 from scorer.qwen2_5_vl.tiny import FIRST_SPECIAL_ID, SPECIAL_TOKENS, VOCAB_SIZE, ensure_tiny_backbone, tiny_cache_dir
 

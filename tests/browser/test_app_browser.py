@@ -121,6 +121,7 @@ def test_train_watch_progress_promote_and_see_the_ranking_change(served, browser
     page.get_by_role("tab", name="Train").click()
     steps = page.locator("#train-max-steps").locator("input").first
     steps.fill("3")
+    page.locator("#train-auto-promote input[type=checkbox]").first.uncheck()  # promote by hand below
     page.click("#btn-train-start")
     seen = set()
     page.wait_for_function("() => /running|done/.test(document.querySelector('#train-status')?.innerText || '')",
@@ -140,6 +141,7 @@ def test_train_watch_progress_promote_and_see_the_ranking_change(served, browser
             f"{plot} .mark-line path", "ps => ps.filter(p => (p.getAttribute('stroke') || 'none') !== 'none'"
             " && (p.getAttribute('d') || '').includes('L')).length")
         assert lines >= least, (plot, lines)
+    assert "automatic promotion is off" in text(page, "#train-status")
     page.click("#btn-train-promote")
     page.wait_for_function("() => document.querySelector('#train-message')?.innerText.includes('promoted')",
                            timeout=TIMEOUT_MS)
@@ -186,4 +188,14 @@ def test_a_chinese_browser_gets_the_chinese_interface(served, browser, shots):
     page.get_by_role("tab", name="标注").wait_for(timeout=TIMEOUT_MS)
     assert page.get_by_role("tab", name="训练").count() == 1
     assert page.get_by_role("button", name="生成候选描述").count() == 1
+    page.wait_for_function("() => /已完成/.test(document.querySelector('#annotate-counters')?.innerText || '')",
+                           timeout=TIMEOUT_MS)  # the handlers write Chinese too (Accept-Language: zh-CN)
+    box = page.locator("#annotator-name").locator("input, textarea").first
+    box.fill("韩梅梅")
+    box.press("Enter")
+    page.wait_for_function("() => /图像 \\d+/.test(document.querySelector('#annotate-info')?.innerText || '')",
+                           timeout=TIMEOUT_MS)
+    box.press("Escape")
+    assert press_and_wait(page, "a", pattern="^已保存").startswith("已保存：接受")
+    assert "✓ 接受" in text(page, "#caption-table")
     page.screenshot(path=str(shots / "annotate-zh.png"))

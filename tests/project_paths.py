@@ -1,0 +1,10 @@
+"""Where the project and the shared data live, for tests (a plain module: never import from conftest,
+pytest registers tests/conftest.py and tests/browser/conftest.py under the same name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+UCM_DIR = ROOT.parent / "shared" / "data" / "ucm"
+REFERENCE_3B = ROOT.parent / "shared" / "reference" / "qwen2.5-vl-3b-instruct"
