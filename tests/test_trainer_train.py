@@ -102,3 +102,26 @@ def test_accelerate_two_processes_end_with_identical_weights(ucm_small, ucm_dir,
     assert load_trainer_state(out / "last")["step"] == 2
     assert "2 steps (2 per epoch)" in result.stderr  # 8 records / (2 per process × 2 processes)
     assert "contrastive losses over the global batch of 2 processes" in result.stderr
+
+
+def test_ranks_skip_a_micro_batch_together_when_one_rank_cannot_read_it():
+    import torch
+
+    from trainer.loop import agreed_usable
+
+    class TwoRanks:
+        """Rank 0 of two; the other rank's votes are fixed."""
+
+        num_processes = 2
+        device = torch.device("cpu")
+
+        def __init__(self, other: list[bool]):
+            self.other = torch.tensor([float(v) for v in other])
+
+        def reduce(self, tensor, reduction):
+            assert reduction == "sum"
+            return tensor + self.other
+
+    assert agreed_usable(TwoRanks([True, False, True]), [True, True, False]) == [True, False, False]
+    single = type("One", (), {"num_processes": 1})()
+    assert agreed_usable(single, [True, False]) == [True, False]

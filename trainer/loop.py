@@ -77,20 +77,34 @@ def micro_batches(dataset: TripletDataset, collator: TripletCollator, config: Tr
         epoch, offset = epoch + 1, 0
 
 
+def agreed_usable(accelerator, usable: list[bool]) -> list[bool]:
+    """A micro-batch is used only where it is usable on every process.
+
+    DDP's gradient sync and the contrastive gather are collective: a rank that skipped a micro-batch
+    (all its images unreadable) while the others ran it would leave them waiting forever.
+    """
+    if accelerator.num_processes == 1:
+        return usable
+    votes = accelerator.reduce(torch.tensor([float(u) for u in usable], device=accelerator.device), "sum")
+    return [int(v) == accelerator.num_processes for v in votes.tolist()]
+
+
 def train_step(module, objective: Objective, batches: Iterator, optimizer, scheduler, accelerator,
                config: TrainConfig, text_cache: TextFeatureCache | None) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches → averaged loss parts (and grad norm)."""
     totals: dict[str, float] = defaultdict(float)
     model = accelerator.unwrap_model(module).model
-    for micro in range(config.grad_accum):
-        batch = next(batches)
-        if batch is None:  # every image of this micro-batch was unreadable (already logged)
-            totals["skipped_images"] += config.batch_size
+    micro_batches = [next(batches) for _ in range(config.grad_accum)]  # None: every image was unreadable
+    usable = agreed_usable(accelerator, [batch is not None for batch in micro_batches])
+    last = max((i for i, ok in enumerate(usable) if ok), default=-1)  # gradients sync on this one
+    for micro, batch in enumerate(micro_batches):
+        totals["skipped_images"] += config.batch_size if batch is None else batch.skipped
+        if not usable[micro]:
+            totals["skipped_micro_batches"] += 1
             continue
-        totals["skipped_images"] += batch.skipped
         batch = batch.to(accelerator.device)
         hidden = text_cache(model, batch.texts, batch.input_ids, batch.attention_mask) if text_cache else None
-        sync = accelerator.no_sync(module) if micro < config.grad_accum - 1 else nullcontext()
+        sync = accelerator.no_sync(module) if micro < last else nullcontext()
         with sync, accelerator.autocast():
             image_emb, text_emb, logit_scale, logit_bias = module(
                 batch.pixel_values, batch.image_grid_thw, batch.input_ids, batch.attention_mask, hidden)
