@@ -5,6 +5,8 @@
 1. "next image → ranked captions" (``ui.annotate.load_next``) for images with 20 captions each, on the
    tiny scorer with a cold embedding cache (every image and caption is new), beside the bare
    ``Scorer.rank`` on the same inputs (baseline: what the model alone costs). Goal: ≤ 150 ms p50.
+   Then the same first view in a fresh store whose queue the background scorer (``QueueScorer``) has
+   already scored: what an annotator gets once the app has been up for a moment.
 2. the latency of a decision (``ui.annotate.decide``: write, re-read, render) with no training and while
    a training run is in progress in its background process. Goal: ≤ 300 ms p95.
 
@@ -80,6 +82,26 @@ def bench_next_image(services, count: int) -> tuple[list[float], list[float]]:
     return handler, baseline
 
 
+def bench_first_view_prescored(work: Path, count: int) -> tuple[list[float], float]:
+    """First views (``load_next`` then ``skip``) in a fresh store after the queue scorer has run; also its time."""
+    from ui.annotate import load_next, skip
+
+    services = setup(work)
+    start = time.perf_counter()
+    services.queue_scorer.start()
+    assert services.queue_scorer.wait(600), "the queue scorer did not finish"
+    scan = time.perf_counter() - start
+    assert not services.queue_scorer.failed, services.queue_scorer.failed
+    state, times = None, []
+    for _ in range(count):
+        start = time.perf_counter()
+        view = load_next(services, "bench", state) if state is None else skip(services, "bench", state)
+        times.append(time.perf_counter() - start)
+        state = view.state
+    services.close()
+    return times, scan
+
+
 def bench_revisit(services) -> list[float]:
     """``open_image`` on images already ranked: what a pre-scored queue costs per image."""
     from curation.views import list_images
@@ -124,10 +146,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"handler / baseline (p50): {statistics.median(handler) / statistics.median(baseline):.2f}")
         warm = bench_revisit(services)
         print(summary("same images again, scores stored (handler)", warm))
+        prescored, scan = bench_first_view_prescored(Path(tmp) / "prescored", args.images)
+        print(summary("first view after the queue scorer ran (handler)", prescored))
+        print(f"queue scorer: {scan:.1f} s for the 24 demo images × 20 captions; "
+              f"cold / pre-scored first view (p50): {statistics.median(handler) / statistics.median(prescored):.1f}")
 
         idle = bench_decisions(services, args.decisions, "idle-annotator")
         print(summary("decision, no training", idle))
-        services.training.start(TrainForm(max_steps=args.train_steps, lr=1e-4, batch_size=8, max_pixels=64 * 64))
+        services.training.start(TrainForm(max_steps=args.train_steps, lr=1e-4, batch_size=8, max_pixels=64 * 64,
+                                          auto_promote=False))
         while not (snap := services.training.snapshot())["progress"]:  # wait for the first step
             assert snap["status"] == "running", snap["log"][-5:]
             time.sleep(0.2)

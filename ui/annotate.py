@@ -18,10 +18,10 @@ from curation.queue import next_image, record_scores, release_lease
 from curation.store import add_caption, get_image
 from curation.views import CaptionRow, counters, image_captions
 from scorer.images import load_image
-from ui.common import tr, user_errors
+from ui.common import EN as TEXT_KEYS
+from ui.common import say, tr, user_errors
 from ui.services import Services
 
-MARKS = {"accept": "✓ accept", "reject": "✗ reject", "best": "★ best"}
 TABLE_COLUMNS = ["", "#", "caption", "score", "source", "my verdict"]
 DISPLAY_MAX_PIXELS = 1024 * 1024
 
@@ -62,33 +62,39 @@ def ranked_captions(services: Services, image_id: int) -> list[tuple[CaptionRow,
     return sorted(scored, key=lambda pair: -pair[1])
 
 
+def verdict_name(verdict: str) -> str:
+    """A verdict as the status line names it (in the request's language)."""
+    return say(f"verdict_{verdict}") if f"verdict_{verdict}" in TEXT_KEYS else verdict
+
+
 def caption_table(ranked: list[tuple[CaptionRow, float]], annotator: str, selected: int) -> pd.DataFrame:
+    marks = {verdict: say(f"mark_{verdict}") for verdict in ("accept", "reject", "best")}
     records = [
         ["▶" if n == selected else "", n + 1, row.text, round(score, 4), row.source,
-         MARKS.get(row.verdicts.get(annotator, ""), "")]
+         marks.get(row.verdicts.get(annotator, ""), "")]
         for n, (row, score) in enumerate(ranked)
     ]
-    return pd.DataFrame(records, columns=TABLE_COLUMNS)
+    columns = ["", "#", *(say(key) for key in ("col_caption", "col_score", "col_source", "col_verdict"))]
+    return pd.DataFrame(records, columns=columns)
 
 
 def counters_text(services: Services, annotator: str) -> str:
-    c = counters(services.conn(), annotator) if annotator else counters(services.conn(), "")
-    return f"**{c['done']} / {c['total']}** done · mine **{c['mine']}** · today **{c['today']}**"
+    return say("counters", **counters(services.conn(), annotator or ""))
 
 
 def render(services: Services, annotator: str, state: dict, status: str = "") -> AnnotateView:
     """The view of ``state`` as stored now."""
     image_id = state.get("image_id")
     if image_id is None:
-        return AnnotateView(state, None, "No image open.", caption_table([], annotator, 0),
+        return AnnotateView(state, None, say("no_image_open"), caption_table([], annotator, 0),
                             counters_text(services, annotator), status, "")
     image = get_image(services.conn(), image_id)
     ranked = ranked_captions(services, image_id)
     state["selected"] = max(0, min(state.get("selected", 0), len(ranked) - 1))
     sources = sorted({row.source for row, _ in ranked})
     _, model_id = services.scorer()
-    info = (f"**Image {image.id}** · `{image.path}` · class **{image.cls or '—'}** · "
-            f"sources {', '.join(sources) or '—'} · model v{model_id}")
+    info = say("image_info", id=image.id, path=image.path, cls=image.cls or "—", sources=", ".join(sources) or "—",
+               model=model_id)
     picture = load_image(services.image_path(image.path), max_pixels=DISPLAY_MAX_PIXELS)
     selected_text = ranked[state["selected"]][0].text if ranked else ""
     return AnnotateView(state, picture, info, caption_table(ranked, annotator, state["selected"]),
@@ -98,17 +104,17 @@ def render(services: Services, annotator: str, state: dict, status: str = "") ->
 def _require(annotator: str) -> str:
     name = (annotator or "").strip()
     if not name:
-        raise ValueError("enter your name (annotator) first")
+        raise ValueError(say("err_name_required"))
     return name
 
 
 def _selected_caption(services: Services, state: dict, row: int | None = None) -> tuple[CaptionRow, float]:
     if state.get("image_id") is None:
-        raise ValueError("no image is open")
+        raise ValueError(say("err_no_image"))
     ranked = ranked_captions(services, state["image_id"])
     index = state.get("selected", 0) if row is None else row
     if not 0 <= index < len(ranked):
-        raise ValueError(f"image {state['image_id']} has no caption number {index + 1}")
+        raise ValueError(say("err_no_caption_number", image=state["image_id"], number=index + 1))
     return ranked[index]
 
 
@@ -119,7 +125,7 @@ def load_next(services: Services, annotator: str, state: dict | None) -> Annotat
     state = dict(state or empty_state())
     image_id = next_image(services.conn(), who, exclude=state.get("skipped", []))
     state.update(image_id=image_id, selected=0)
-    return render(services, who, state, "" if image_id is not None else "no image left in the queue")
+    return render(services, who, state, "" if image_id is not None else say("queue_empty"))
 
 
 def skip(services: Services, annotator: str, state: dict) -> AnnotateView:
@@ -137,7 +143,7 @@ def open_image(services: Services, annotator: str, state: dict | None, image_id:
     state = dict(state or empty_state())
     get_image(services.conn(), int(image_id))
     state.update(image_id=int(image_id), selected=0)
-    return render(services, (annotator or "").strip(), state, f"opened image {int(image_id)}")
+    return render(services, (annotator or "").strip(), state, say("opened_image", id=int(image_id)))
 
 
 def select(services: Services, annotator: str, state: dict, row: int | None = None, delta: int = 0) -> AnnotateView:
@@ -159,7 +165,7 @@ def decide(services: Services, annotator: str, state: dict, verdict: str, row: i
         state["selected"] = state.get("selected", 0) + 1
     elif row is not None:
         state["selected"] = row
-    return render(services, who, state, f"saved: {verdict} · caption {caption.id}")
+    return render(services, who, state, say("saved_verdict", verdict=verdict_name(verdict), caption=caption.id))
 
 
 def undo(services: Services, annotator: str, state: dict) -> AnnotateView:
@@ -168,10 +174,10 @@ def undo(services: Services, annotator: str, state: dict) -> AnnotateView:
     state = dict(state or empty_state())
     undone = undo_last(services.conn(), who)
     if undone is None:
-        return render(services, who, state, "nothing left to undo")
+        return render(services, who, state, say("nothing_to_undo"))
     if undone.image_id != state.get("image_id"):
         state.update(image_id=undone.image_id, selected=0)
-    return render(services, who, state, f"undone: {undone.verdict} · caption {undone.caption_id}")
+    return render(services, who, state, say("undone", verdict=verdict_name(undone.verdict), caption=undone.caption_id))
 
 
 def edit(services: Services, annotator: str, state: dict, new_text: str) -> AnnotateView:
@@ -180,7 +186,7 @@ def edit(services: Services, annotator: str, state: dict, new_text: str) -> Anno
     state = dict(state or empty_state())
     caption, _ = _selected_caption(services, state)
     new_id = edit_caption(services.conn(), state["image_id"], caption.id, (new_text or "").strip(), who)
-    return render(services, who, state, f"saved: edit · caption {caption.id} → {new_id}")
+    return render(services, who, state, say("saved_edit", old=caption.id, new=new_id))
 
 
 def add(services: Services, annotator: str, state: dict, text: str) -> AnnotateView:
@@ -188,9 +194,9 @@ def add(services: Services, annotator: str, state: dict, text: str) -> AnnotateV
     who = _require(annotator)
     state = dict(state or empty_state())
     if state.get("image_id") is None:
-        raise ValueError("no image is open")
+        raise ValueError(say("err_no_image"))
     caption_id = add_caption(services.conn(), state["image_id"], (text or "").strip(), "human", author=who)
-    return render(services, who, state, f"saved: new caption {caption_id}")
+    return render(services, who, state, say("saved_new_caption", caption=caption_id))
 
 
 def generate(services: Services, annotator: str, state: dict, n: float) -> AnnotateView:
@@ -200,17 +206,17 @@ def generate(services: Services, annotator: str, state: dict, n: float) -> Annot
     who = (annotator or "").strip()
     state = dict(state or empty_state())
     if state.get("image_id") is None:
-        raise ValueError("no image is open")
+        raise ValueError(say("err_no_image"))
     count = int(n or 0)
     if count < 1:
-        raise ValueError(f"number of captions to generate must be at least 1, got {n}")
+        raise ValueError(say("err_generate_count", n=n))
     path = services.image_path(get_image(services.conn(), state["image_id"]).path)
     with services.using_model():
         generator = generator_for(services, services.config.max_new_tokens, batch_size=1)
         texts = generator.generate_captions([str(path)], count)[0]
     added = {add_caption(services.conn(), state["image_id"], text.strip(), caption_source(generator),
                          author=generator.name) for text in texts if text.strip()}
-    return render(services, who, state, f"generated {len(added)} caption(s) with {caption_source(generator)}")
+    return render(services, who, state, say("generated", count=len(added), source=caption_source(generator)))
 
 
 # -- the tab -----------------------------------------------------------------------------------------
@@ -280,5 +286,5 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
                    [annotator, state, hidden_row], outputs, api_name="open_image")
     return {"state": state, "outputs": outputs, "table": table, "image": image, "status": status,
             "load_next": lambda who, st: load_next(services, who, st).outputs(),
-            "empty": lambda: render(services, "", empty_state(), "enter your name to start").outputs(),
+            "empty": lambda: render(services, "", empty_state(), say("enter_name_to_start")).outputs(),
             "open": lambda who, st, i: open_image(services, who, st, i).outputs()}

@@ -14,7 +14,7 @@ from curation.importers import IMPORTERS, ImportOptions, import_file
 from curation.triplets import TripletFilter
 from scorer.generation import LANGUAGES, STYLES
 from ui.background import SCOPES, GenerateForm
-from ui.common import tr, user_errors
+from ui.common import localized, say, tr, user_errors
 from ui.services import Services
 
 EXPORT_SUFFIX = {"csv": ".csv", "parquet": ".parquet"}
@@ -29,7 +29,7 @@ def import_data(services: Services, kind: str, server_path: str | None, upload: 
     elif server_path and server_path.strip():
         path = resolve_inside(services.image_root, server_path.strip())
     else:
-        raise ValueError("give a file on the server (relative to the image root) or upload one")
+        raise ValueError(say("err_import_source"))
     report = import_file(services.conn(), kind, path, ImportOptions(image_root=services.image_root), progress)
     services.queue_scorer.start()  # new captions: score them for the queue
     skipped = pd.DataFrame([[s.row, s.reason] for s in report.skipped], columns=["row", "reason"])
@@ -43,7 +43,7 @@ def export_data(services: Services, kind: str, human_only: bool) -> tuple[str, s
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     out = services.config.exports_dir / f"{kind}-{stamp}{EXPORT_SUFFIX.get(kind, '.json')}"
     report = export_file(services.conn(), kind, out, TripletFilter(human_only=bool(human_only)))
-    return str(out), f"{report.kind}: {report.records} records → {out.name}"
+    return str(out), say("export_summary", kind=report.kind, records=report.records, file=out.name)
 
 
 def start_generation(services: Services, scope: str, n: float, style: str, language: str) -> str:
@@ -51,19 +51,19 @@ def start_generation(services: Services, scope: str, n: float, style: str, langu
     form = GenerateForm(n=int(n or 0), scope=scope, style=style, language=language,
                         max_new_tokens=services.config.max_new_tokens)
     job_id = services.generation.start(form)
-    return f"generation job {job_id} started"
+    return say("generation_started", job=job_id)
 
 
 def generation_status(services: Services) -> tuple[float, str]:
     """(percent, status line) of the latest generation job."""
     job = services.generation.snapshot()
     if job is None:
-        return 0.0, "no generation job yet"
+        return 0.0, say("no_generation_job")
     percent = 100.0 if job["status"] == "done" else round(100 * job["done"] / max(job["total"], 1), 1)
-    line = (f"job {job['job_id']}: **{job['status']}** · {job['done']} / {job['total']} images · "
-            f"{job['elapsed']:.0f} s")
+    line = say("generation_status", job=job["job_id"], status=say(f"status_{job['status']}"), done=job["done"],
+               total=job["total"], elapsed=job["elapsed"])
     if job["summary"]:
-        line += f" · imported: {job['summary']}"
+        line += say("generation_imported", summary=job["summary"])
     if job["error"]:
         line += f"\n\n```\n{job['error'][-1500:]}\n```"
     return percent, line
@@ -100,11 +100,11 @@ def build_data_tab(services: Services) -> dict:
         gen_status = gr.Markdown(elem_id="generate-status")
     gen_btn.click(user_errors(lambda *a: start_generation(services, *a)), [gen_scope, gen_n, gen_style, gen_language],
                   gen_status, api_name="generate_start")
-    gen_cancel.click(lambda: "cancel requested" if services.generation.cancel() else "no generation job is running",
-                     None, gen_status, api_name="generate_cancel")
+    gen_cancel.click(localized(lambda: say("cancel_requested" if services.generation.cancel() else
+                                           "no_generation_running")), None, gen_status, api_name="generate_cancel")
     timer = gr.Timer(POLL_SECONDS)
-    timer.tick(lambda: generation_status(services), None, [gen_percent, gen_status], api_name="generate_poll",
-               show_progress="hidden", concurrency_limit=None)
+    timer.tick(localized(lambda: generation_status(services)), None, [gen_percent, gen_status],
+               api_name="generate_poll", show_progress="hidden", concurrency_limit=None)
 
     def run_import(k, server, up, progress=gr.Progress()):
         return import_data(services, k, server, up, lambda d, n: progress((d, n), desc="importing"))

@@ -5,8 +5,10 @@ held-out files), records the run, and starts ``trainer.train`` in a ``spawn`` pr
 sends progress dicts, log lines and its result through a queue; a monitor thread in the app drains
 it, so a run is finished and recorded even when no browser is watching. The UI polls
 :meth:`TrainingJobs.snapshot` with a ``gr.Timer``. Cancel sets a ``multiprocessing.Event`` the trainer
-checks between steps. When a run ends, the new checkpoint and the model it started from are both
-evaluated on the held-out file, and the new one is registered as a model version (not yet active).
+checks between steps. When a run ends, the new checkpoint, the model it started from and the active
+model are evaluated on the held-out file, and the new one is registered as a model version. With
+``auto_promote`` the watcher then makes it active when its primary metric is strictly higher than the
+active model's (``ui.promotion``), and records the decision and both numbers in the version's provenance.
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.models import add_model_version, add_training_run, get_training_run, update_training_run
+from curation.models import (
+    add_model_version,
+    add_training_run,
+    get_model_version,
+    get_training_run,
+    list_model_versions,
+    update_training_run,
+)
 from curation.triplets import TripletFilter, triplet_records
+from ui.promotion import decide_promotion
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,7 @@ class TrainForm:
     batch_size: int = 8
     max_pixels: int | None = None
     base_checkpoint: str | None = None  # None: the active model
+    auto_promote: bool = True  # make the new model active when it is better on the held-out set
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_split < 1.0:
@@ -59,6 +70,8 @@ class TrainForm:
 class Job:
     run_id: int
     parent_model_id: int
+    active_model_id: int  # the active model when the run started: the one the new model is compared with
+    auto_promote: bool
     process: mp.process.BaseProcess
     stop_event: object
     status: str = "running"
@@ -66,6 +79,7 @@ class Job:
     log: list[str] = field(default_factory=list)
     result: dict = field(default_factory=dict)
     model_version_id: int | None = None
+    promotion: dict | None = None  # Promotion.record() with "promoted" (and "error") once applied
     started: float = field(default_factory=time.time)
 
 
@@ -84,7 +98,7 @@ def split_by_image(records: list[dict], val_share: float) -> tuple[list[dict], l
 
 
 def _worker(config: dict, eval_spec: dict, events: mp.Queue, stop_event) -> None:
-    """Child process: train, then evaluate the new and the parent checkpoint on the held-out triplets."""
+    """Child process: train, then evaluate the new, the parent and the active checkpoint on the held-out triplets."""
     import torch
 
     torch.set_num_threads(1)  # leave the other cores to the app's annotators
@@ -100,30 +114,32 @@ def _worker(config: dict, eval_spec: dict, events: mp.Queue, stop_event) -> None
         import trainer
         from trainer.config import TrainConfig
 
-        # the model it starts from, first: step 0 of the accuracy curves and the "active" column
-        parent = held_out_metrics(eval_spec["parent"], eval_spec["val_file"], eval_spec["image_root"])
+        val_file, image_root = eval_spec["val_file"], eval_spec["image_root"]
+        # the model it starts from, first: step 0 of the accuracy curves
+        parent, primary = held_out_metrics(eval_spec["parent"], val_file, image_root)
         events.put({"event": "progress", "step": 0, **{f"val/{k}": v for k, v in parent.items()}})
         checkpoint, metrics = trainer.train(
             TrainConfig.from_dict(config), lambda p: events.put({"event": "progress", **p}), stop_event)
         result = {"checkpoint": str(checkpoint), "metrics": metrics, "cancelled": stop_event.is_set()}
         if not stop_event.is_set():
-            result["evaluation"] = {
-                "new": held_out_metrics(str(checkpoint), eval_spec["val_file"], eval_spec["image_root"]),
-                "active": parent,
-            }
+            active = parent if eval_spec["active"] == eval_spec["parent"] else (
+                held_out_metrics(eval_spec["active"], val_file, image_root)[0])
+            result["evaluation"] = {"primary_metric": primary, "new": held_out_metrics(str(checkpoint), val_file,
+                                                                                       image_root)[0],
+                                    "active": active}
         events.put({"event": "done", **result})
     except BaseException:  # noqa: BLE001 - everything goes back to the app, which records the failure
         events.put({"event": "error", "message": traceback.format_exc()})
 
 
-def held_out_metrics(checkpoint: str, val_file: str, image_root: str) -> dict[str, float]:
-    """The trainer's triplet evaluation of one checkpoint on the held-out file."""
+def held_out_metrics(checkpoint: str, val_file: str, image_root: str) -> tuple[dict[str, float], str]:
+    """The trainer's triplet evaluation of one checkpoint on the held-out file, and its primary metric's name."""
     from scorer import load_checkpoint
     from trainer.evaluate import build_evaluator
 
     evaluator = build_evaluator(val_file, image_root, skip_missing=True)
     model, processor = load_checkpoint(checkpoint, device="cpu")
-    return {k: float(v) for k, v in evaluator(model, processor, 16).items()}
+    return {k: float(v) for k, v in evaluator(model, processor, 16).items()}, evaluator.primary_metric
 
 
 class TrainingJobs:
@@ -149,11 +165,12 @@ class TrainingJobs:
         if not train or not val:
             raise ValueError(f"{len(records)} triplets in the store ({'human only' if form.human_only else 'all'})"
                              " are too few to train and hold out; annotate or import more")
-        _, parent_id = self.services.scorer()
-        from curation.models import get_model_version
-
-        parent_path = form.base_checkpoint or get_model_version(conn, parent_id).path
-        run_id = add_training_run(conn, {"form": form.__dict__, "parent_model": parent_id})
+        _, active_id = self.services.scorer()
+        active_path = get_model_version(conn, active_id).path
+        parent_path = form.base_checkpoint or active_path
+        parent_id = next((v.id for v in list_model_versions(conn) if v.path == parent_path), active_id)
+        run_id = add_training_run(conn, {"form": form.__dict__, "parent_model": parent_id,
+                                         "active_model": active_id})
         run_dir = self.services.config.runs_dir / f"run-{run_id:04d}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
@@ -163,11 +180,12 @@ class TrainingJobs:
                                                       "config": config})
         events, stop_event = self._context.Queue(), self._context.Event()
         eval_spec = {"val_file": str(run_dir / "val.json"), "image_root": str(self.services.image_root),
-                     "parent": parent_path}
+                     "parent": parent_path, "active": active_path}
         process = self._context.Process(target=_worker, args=(config, eval_spec, events, stop_event),
                                         name=f"train-run-{run_id}", daemon=True)
         process.start()
-        job = Job(run_id=run_id, parent_model_id=parent_id, process=process, stop_event=stop_event)
+        job = Job(run_id=run_id, parent_model_id=parent_id, active_model_id=active_id,
+                  auto_promote=form.auto_promote, process=process, stop_event=stop_event)
         with self._lock:
             self.jobs[run_id] = job
         threading.Thread(target=self._monitor, args=(job, events), name=f"monitor-run-{run_id}", daemon=True).start()
@@ -224,17 +242,34 @@ class TrainingJobs:
             update_training_run(conn, job.run_id, status, {"train": outcome.get("metrics", {})})
         else:
             status, job.result = "done", outcome
-            metrics = {**_flat(outcome.get("metrics", {})),
-                       **{f"held_out_{k}": v for k, v in outcome["evaluation"]["new"].items()}}
-            job.model_version_id = add_model_version(
-                conn, outcome["checkpoint"], metrics=metrics, parent=job.parent_model_id,
-                provenance={"run": job.run_id, "config": get_training_run(conn, job.run_id).config})
-            update_training_run(conn, job.run_id, status, {"train": outcome.get("metrics", {}),
-                                                           "evaluation": outcome["evaluation"]},
-                                model_version=job.model_version_id)
+            self._register(job, outcome)
         with self._lock:
             job.status = status
         log.info("training run %d %s", job.run_id, status)
+
+    def _register(self, job: Job, outcome: dict) -> None:
+        """Record a finished run's model version, and promote it when the decision says so."""
+        conn = self.services.conn()
+        evaluation = outcome["evaluation"]
+        decision = decide_promotion(evaluation, job.auto_promote, job.active_model_id, self.services.scorer()[1])
+        metrics = {**_flat(outcome.get("metrics", {})), **{f"held_out_{k}": v for k, v in evaluation["new"].items()}}
+        job.model_version_id = add_model_version(
+            conn, outcome["checkpoint"], metrics=metrics, parent=job.parent_model_id,
+            provenance={"run": job.run_id, "config": get_training_run(conn, job.run_id).config,
+                        "promotion": decision.record()})
+        promotion = {**decision.record(), "promoted": False}
+        if decision.promote:
+            try:
+                self.services.activate(job.model_version_id)
+                promotion["promoted"] = True
+            except Exception as error:  # noqa: BLE001 - the run stays done; the status line and the run say why
+                log.exception("training run %d: automatic promotion failed", job.run_id)
+                promotion["error"] = f"{type(error).__name__}: {error}"
+        log.info("training run %d: %s %s new %s vs active %s → %s", job.run_id, decision.reason, decision.metric,
+                 decision.new, decision.active, "promoted" if promotion["promoted"] else "not promoted")
+        job.promotion = promotion
+        update_training_run(conn, job.run_id, "done", {"train": outcome.get("metrics", {}), "evaluation": evaluation,
+                                                       "promotion": promotion}, model_version=job.model_version_id)
 
     def cancel(self, run_id: int | None = None) -> bool:
         """Ask the running (or given) run to stop; it saves a checkpoint and ends. Returns whether one ran."""
@@ -275,7 +310,8 @@ class TrainingJobs:
             job = self.jobs[run_id] if run_id is not None else self.jobs[max(self.jobs)]
             return {"run_id": job.run_id, "status": job.status, "progress": list(job.progress),
                     "log": list(job.log[-200:]), "result": dict(job.result),
-                    "model_version_id": job.model_version_id, "elapsed": time.time() - job.started}
+                    "model_version_id": job.model_version_id, "promotion": job.promotion,
+                    "elapsed": time.time() - job.started}
 
 
 def _flat(metrics: dict, prefix: str = "") -> dict:

@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from curation.models import get_model_version, list_model_versions
-from ui.common import tr, user_errors
+from ui.common import say, tr, user_errors
 from ui.services import Services
 
 COLUMNS = ["id", "active", "created", "parent", "metrics", "provenance", "path"]
@@ -29,7 +29,7 @@ def compare(services: Services, a: int, b: int) -> pd.DataFrame:
     """One row per metric, the two versions side by side (blank where a version lacks the metric)."""
     versions = [get_model_version(services.conn(), int(x)) if x is not None else None for x in (a, b)]
     if any(v is None for v in versions):
-        raise ValueError(f"choose two existing model versions (got {a} and {b})")
+        raise ValueError(say("err_choose_two", a=a, b=b))
     names = sorted(set(versions[0].metrics) | set(versions[1].metrics))
     return pd.DataFrame([[n, versions[0].metrics.get(n), versions[1].metrics.get(n)] for n in names],
                         columns=["metric", f"v{versions[0].id}", f"v{versions[1].id}"])
@@ -38,9 +38,9 @@ def compare(services: Services, a: int, b: int) -> pd.DataFrame:
 def rollback(services: Services, model_id: int) -> tuple[pd.DataFrame, str]:
     """Make an earlier (or any) version the active one; the app ranks with it from now on."""
     if model_id is None:
-        raise ValueError("choose a model version")
+        raise ValueError(say("err_choose_model"))
     services.activate(int(model_id))
-    return models_table(services), f"active model: v{int(model_id)}"
+    return models_table(services), say("active_model_is", model=int(model_id))
 
 
 def build_models_tab(services: Services) -> dict:

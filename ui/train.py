@@ -1,4 +1,5 @@
-"""Train tab: a form, a background run with live progress, loss and accuracy plots, a log, Cancel and Promote."""
+"""Train tab: a form, a background run with live progress, loss and accuracy plots, a log, Cancel and Promote
+(by hand, or automatically when the new model is better on the held-out set)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import gradio as gr
 import pandas as pd
 
 from curation.models import list_model_versions
-from ui.common import tr, user_errors
+from ui.common import localized, say, tr, user_errors
 from ui.jobs import TrainForm
+from ui.promotion import promotion_text
 from ui.services import Services
 
 LOSSES = ["infonce+focal_triplet", "infonce", "siglip", "focal_triplet", "siglip+focal_triplet"]
@@ -17,7 +19,7 @@ POLL_SECONDS = 1.0
 
 
 def start_training(services: Services, base: str | None, loss: str, epochs: float, max_steps: float | None,
-                   lr: float, lora_rank: float, triplets: str, val_split: float,
+                   lr: float, lora_rank: float, triplets: str, val_split: float, auto_promote: bool = True,
                    max_pixels: int | None = None) -> str:
     """Start a run in the background; return a status line."""
     base_path = None
@@ -29,9 +31,9 @@ def start_training(services: Services, base: str | None, loss: str, epochs: floa
     form = TrainForm(loss=loss, epochs=float(epochs), max_steps=int(max_steps) if max_steps else None,
                      lr=float(lr), lora_rank=int(lora_rank or 0), human_only=triplets == "human",
                      val_split=float(val_split), max_pixels=max_pixels or services.config.max_pixels,
-                     base_checkpoint=base_path)
+                     base_checkpoint=base_path, auto_promote=bool(auto_promote))
     run_id = services.training.start(form)
-    return f"training run {run_id} started"
+    return say("train_started", run=run_id)
 
 
 def progress_frames(progress: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -73,14 +75,18 @@ def plot_update(frame: pd.DataFrame, shown: dict) -> tuple[dict, dict]:
 
 
 def progress_fraction(snapshot: dict | None) -> tuple[float, str]:
+    """(fraction done, status line); a finished run's line says whether its model was promoted and why."""
     if snapshot is None:
-        return 0.0, "no training run yet"
+        return 0.0, say("no_training_run")
     last = next((p for p in reversed(snapshot["progress"]) if "step" in p), {})
     total = last.get("max_steps") or last.get("total_steps")
     step = last.get("step", 0)
     fraction = 1.0 if snapshot["status"] == "done" else (step / total if total else 0.0)
-    return fraction, (f"run {snapshot['run_id']}: **{snapshot['status']}** · step {step}"
-                      f"{f' / {total}' if total else ''} · {snapshot['elapsed']:.0f} s")
+    line = say("run_status", run=snapshot["run_id"], status=say(f"status_{snapshot['status']}"), step=step,
+               total=f" / {total}" if total else "", elapsed=snapshot["elapsed"])
+    if snapshot.get("promotion"):
+        line += "\n\n" + promotion_text(snapshot["promotion"], snapshot["model_version_id"])
+    return fraction, line
 
 
 def evaluation_table(snapshot: dict | None) -> pd.DataFrame:
@@ -89,11 +95,13 @@ def evaluation_table(snapshot: dict | None) -> pd.DataFrame:
     if not evaluation:
         return pd.DataFrame(columns=["metric", "active", "new"])
     names = sorted(set(evaluation["new"]) | set(evaluation["active"]))
+    primary = evaluation.get("primary_metric")
+
     def shown(value):
         return round(value, 4) if isinstance(value, float) else value
 
-    return pd.DataFrame([[n, shown(evaluation["active"].get(n)), shown(evaluation["new"].get(n))] for n in names],
-                        columns=["metric", "active", "new"])
+    return pd.DataFrame([[f"{n} *" if n == primary else n, shown(evaluation["active"].get(n)),
+                          shown(evaluation["new"].get(n))] for n in names], columns=["metric", "active", "new"])
 
 
 def poll(services: Services, shown: dict | None = None) -> tuple:
@@ -105,7 +113,8 @@ def poll(services: Services, shown: dict | None = None) -> tuple:
     loss_plot, shown_loss = plot_update(losses, shown["loss"])
     acc_plot, shown_acc = plot_update(accuracies, shown["accuracy"])
     log_text = "\n".join(snapshot["log"][-60:]) if snapshot else ""
-    can_promote = bool(snapshot and snapshot["status"] == "done")
+    can_promote = bool(snapshot and snapshot["status"] == "done"
+                       and snapshot["model_version_id"] != services.scorer()[1])  # not when already active
     return (round(100 * fraction, 1), status, loss_plot, acc_plot, log_text, evaluation_table(snapshot),
             gr.update(interactive=can_promote), {"loss": shown_loss, "accuracy": shown_acc})
 
@@ -117,9 +126,9 @@ def empty_shown() -> dict:
 def promote_latest(services: Services) -> str:
     snapshot = services.training.snapshot()
     if snapshot is None:
-        raise ValueError("no training run to promote")
+        raise ValueError(say("err_no_run_to_promote"))
     model_id = services.training.promote(snapshot["run_id"])
-    return f"promoted run {snapshot['run_id']}: model v{model_id} is now active"
+    return say("promoted", run=snapshot["run_id"], model=model_id)
 
 
 def build_train_tab(services: Services) -> dict:
@@ -135,6 +144,8 @@ def build_train_tab(services: Services) -> dict:
             lora_rank = gr.Number(0, label=t("lora_rank"), precision=0, minimum=0)
             triplets = gr.Radio([("all", "all"), ("human only", "human")], value="all", label=t("which_triplets"))
             val_split = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label=t("val_split"))
+            auto_promote = gr.Checkbox(True, label=t("auto_promote"), info=t("auto_promote_info"),
+                                       elem_id="train-auto-promote")
             with gr.Row():
                 start_btn = gr.Button(t("start"), variant="primary", elem_id="btn-train-start")
                 cancel_btn = gr.Button(t("cancel"), variant="stop", elem_id="btn-train-cancel")
@@ -154,12 +165,12 @@ def build_train_tab(services: Services) -> dict:
     timer = gr.Timer(POLL_SECONDS)
     shown = gr.State(empty_shown())  # which series this browser's plots hold and colour
     poll_outputs = [percent, status, loss_plot, acc_plot, log_box, evaluation, promote_btn, shown]
-    timer.tick(lambda seen: poll(services, seen), shown, poll_outputs, api_name="train_poll",
+    timer.tick(localized(lambda seen: poll(services, seen)), shown, poll_outputs, api_name="train_poll",
                show_progress="hidden", concurrency_limit=None)
     start_btn.click(user_errors(lambda *a: start_training(services, *a)),
-                    [base, loss, epochs, max_steps, lr, lora_rank, triplets, val_split], message,
+                    [base, loss, epochs, max_steps, lr, lora_rank, triplets, val_split, auto_promote], message,
                     api_name="train_start")
-    cancel_btn.click(lambda: "cancel requested" if services.training.cancel() else "no run is running", None,
-                     message, api_name="train_cancel")
+    cancel_btn.click(localized(lambda: say("cancel_requested" if services.training.cancel() else "no_run_running")),
+                     None, message, api_name="train_cancel")
     promote_btn.click(user_errors(lambda: promote_latest(services)), None, message, api_name="train_promote")
     return {"timer": timer, "message": message, "promote": promote_btn}
