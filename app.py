@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth", help="USER:PASS required to open the app")
     parser.add_argument("--auth-file", type=Path, help="file with one USER:PASS per line")
     parser.add_argument("--max-file-size", default="200mb", help="largest upload (e.g. 200mb)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="length limit of a generated caption")
     parser.add_argument("--demo", action="store_true", help="offline demo: tiny model, demo scenes, data/demo")
     args = parser.parse_args(argv)

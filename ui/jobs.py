@@ -138,7 +138,7 @@ def held_out_metrics(checkpoint: str, val_file: str, image_root: str) -> tuple[d
     from trainer.evaluate import build_evaluator
 
     evaluator = build_evaluator(val_file, image_root, skip_missing=True)
-    model, processor = load_checkpoint(checkpoint, device="cpu")
+    model, processor = load_checkpoint(checkpoint)  # the GPU when there is one, as the trainer
     return {k: float(v) for k, v in evaluator(model, processor, 16).items()}, evaluator.primary_metric
 
 

@@ -37,7 +37,7 @@ class AppConfig:
     image_root: Path
     model: str = "tiny"
     checkpoint: Path | None = None
-    device: str = "cpu"
+    device: str | None = None  # None: cuda when available, else cpu
     max_file_size: str = DEFAULT_MAX_UPLOAD
     max_pixels: int | None = None  # training images are shrunk to this many pixels (None: model default)
     max_new_tokens: int = 96  # length limit of a generated candidate caption
@@ -173,7 +173,8 @@ class Services:
                 from scorer.tiny import tiny_scorer_config
 
                 config = tiny_scorer_config()
-            scorer_model, processor = new_scorer(model, config, device="cpu", dtype="float32")
+            scorer_model, processor = new_scorer(model, config, device=self.config.device,
+                                                 dtype="float32" if model == "tiny" else None)
             save_checkpoint(scorer_model, processor, out, save_backbone=model == "tiny")
         return out
 
