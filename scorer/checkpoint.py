@@ -89,7 +89,7 @@ def save_checkpoint(
             model.backbone.save_pretrained(staging / ADAPTER_DIR, safe_serialization=True)
         save_file({k: v.float().cpu() for k, v in model.heads_state_dict().items()}, staging / HEADS_FILE)
         config.save(staging / CONFIG_FILE)
-        _replace_dir(staging, out)
+        replace_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
@@ -107,7 +107,7 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Swap ``new`` into place; the old directory is removed only after the new one is in place."""
     if not target.exists():
         new.rename(target)

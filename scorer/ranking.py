@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,13 +107,16 @@ class Scorer:
     """A loaded DualEncoder that embeds, scores and ranks, in batches, through an EmbeddingCache."""
 
     def __init__(self, model: DualEncoder, processor: DualEncoderProcessor, model_version: str,
-                 batch_size: int = 16, cache: EmbeddingCache | None = None):
+                 batch_size: int = 16, cache: EmbeddingCache | None = None, prefetch: bool | None = None):
         self.model = model.eval()
         self.processor = processor
         self.model_version = model_version
         self.batch_size = batch_size
         self.cache = cache if cache is not None else EmbeddingCache()
         self.device = next(model.parameters()).device
+        # Prepare the next batch in a thread while this one encodes: on an accelerator only; on the CPU
+        # that thread competes with the model for the same cores (bench_rank: 0.78 s → 0.88 s).
+        self.prefetch = self.device.type != "cpu" if prefetch is None else prefetch
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike[str], device: str | None = None,
@@ -123,48 +127,56 @@ class Scorer:
         return cls(model, processor, checkpoint_version(checkpoint), batch_size, EmbeddingCache(cache_dir))
 
     # -- embedding -----------------------------------------------------------------------------------
-    def _embed(self, kind: str, keys: list[str], items: list, encode: Callable[[list], torch.Tensor],
+    def _embed(self, kind: str, keys: list[str], items: list, prepare: Callable[[list], dict],
                order: list[int], on_progress: ProgressCallback | None) -> torch.Tensor:
         """Look each key up in the cache; encode the misses in batches taken in ``order``."""
         vectors: list[np.ndarray | None] = [self.cache.get(self.model_version, kind, key) for key in keys]
         todo = [i for i in order if vectors[i] is None]
         first_of: dict[str, int] = {}
         unique = [i for i in todo if first_of.setdefault(keys[i], i) == i]  # identical content: encode once
-        for start in range(0, len(unique), self.batch_size):
-            batch = unique[start:start + self.batch_size]
+        batches = [unique[start:start + self.batch_size] for start in range(0, len(unique), self.batch_size)]
+        encode = self.model.encode_images if kind == "image" else self.model.encode_texts
+        for number, inputs in enumerate(self._prepared(prepare, [[items[i] for i in b] for b in batches])):
             with torch.inference_mode():
-                embedded = encode([items[i] for i in batch]).float().cpu().numpy()
-            for i, vector in zip(batch, embedded):
+                embedded = encode(**{k: v.to(self.device) for k, v in inputs.items()}).float().cpu().numpy()
+            for i, vector in zip(batches[number], embedded):
                 self.cache.put(self.model_version, kind, keys[i], vector)
                 vectors[i] = vector
             if on_progress:
-                on_progress(min(start + self.batch_size, len(unique)), len(unique))
+                on_progress(sum(len(b) for b in batches[:number + 1]), len(unique))
         for i in todo:
             if vectors[i] is None:
                 vectors[i] = vectors[first_of[keys[i]]]
         return torch.from_numpy(np.stack(vectors)) if vectors else torch.empty(0, self.model.config.embed_dim)
 
+    def _prepared(self, prepare: Callable[[list], dict], batches: list[list]) -> Iterator[dict]:
+        """Model inputs batch by batch; with ``prefetch`` the next batch is prepared (decoded, resized,
+        tokenised) in a background thread while the current one is encoded, as a DataLoader would."""
+        if not self.prefetch:
+            yield from map(prepare, batches)
+            return
+        with ThreadPoolExecutor(max_workers=1) as prefetch:
+            upcoming = prefetch.submit(prepare, batches[0]) if batches else None
+            for number in range(len(batches)):
+                inputs = upcoming.result()  # re-raises ImageLoadError naming the file
+                if number + 1 < len(batches):
+                    upcoming = prefetch.submit(prepare, batches[number + 1])
+                yield inputs
+
     def embed_images(self, images: Sequence[str | os.PathLike[str]],
                      on_progress: ProgressCallback | None = None) -> torch.Tensor:
-        """Image files → (n, d). Keyed by file content, so a renamed file is not re-encoded."""
+        """Image files → (n, d). Keyed by file content, so a renamed file is not re-encoded.
+
+        ``on_progress(done, total)`` is called after each batch; total counts what the cache lacks.
+        """
         keys = [image_key(path) for path in images]
-
-        def encode(paths: list) -> torch.Tensor:
-            batch = {k: v.to(self.device) for k, v in self.processor.images(paths).items()}
-            return self.model.encode_images(**batch)
-
-        return self._embed("image", keys, list(images), encode, list(range(len(keys))), on_progress)
+        return self._embed("image", keys, list(images), self.processor.images, list(range(len(keys))), on_progress)
 
     def embed_texts(self, texts: Sequence[str], on_progress: ProgressCallback | None = None) -> torch.Tensor:
         """Captions → (m, d); batches are taken in length order to cut padding."""
         keys = [content_hash(text.encode("utf-8")) for text in texts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-
-        def encode(batch_texts: list) -> torch.Tensor:
-            batch = {k: v.to(self.device) for k, v in self.processor.texts(batch_texts).items()}
-            return self.model.encode_texts(**batch)
-
-        return self._embed("text", keys, list(texts), encode, order, on_progress)
+        return self._embed("text", keys, list(texts), self.processor.texts, order, on_progress)
 
     # -- scoring -------------------------------------------------------------------------------------
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -182,8 +194,17 @@ class Scorer:
         """[(image path, [caption, ...]), ...] → each image's captions, best first."""
         images = [image for image, _ in items]
         texts = _distinct([text for _, captions in items for text in captions])
-        image_emb = self.embed_images(images, on_progress)
-        text_emb = self.embed_texts(texts, on_progress)
+        image_total = [0]
+
+        def image_progress(done: int, total: int) -> None:
+            image_total[0] = total
+            on_progress(done, total + len(texts))  # texts: an upper bound until their cache is read
+
+        def text_progress(done: int, total: int) -> None:
+            on_progress(image_total[0] + done, image_total[0] + total)
+
+        image_emb = self.embed_images(images, image_progress if on_progress else None)
+        text_emb = self.embed_texts(texts, text_progress if on_progress else None)
         row = {text: i for i, text in enumerate(texts)}
         return [rank_candidates(image_emb[n], text_emb[[row[t] for t in captions]], list(captions), str(image))
                 for n, (image, captions) in enumerate(items)]

@@ -186,3 +186,26 @@ def test_pixel_budget_can_be_overridden_at_load(tiny_checkpoint, tmp_path):
     assert processor.images(_images(tmp_path)[:1])["image_grid_thw"].tolist() == [[1, 4, 4]]
     out = save_checkpoint(model, processor, tmp_path / "small")
     assert load_checkpoint(out, device="cpu")[1].max_pixels == 56 * 56
+
+
+def test_prefetching_batches_gives_the_same_embeddings_and_names_a_bad_image(loaded, tmp_path):
+    from scorer import ImageLoadError
+
+    model, processor = loaded
+    paths = _images(tmp_path)
+    inline = Scorer(model, processor, "v", batch_size=2, prefetch=False)
+    threaded = Scorer(model, processor, "v", batch_size=2, prefetch=True)
+    assert torch.equal(inline.embed_images(paths), threaded.embed_images(paths))
+    assert torch.equal(inline.embed_texts(CAPTIONS), threaded.embed_texts(CAPTIONS))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ImageLoadError, match="bad.png"):
+        threaded.embed_images([*paths, str(tmp_path / "bad.png")])
+
+
+def test_rank_reports_progress_over_images_and_captions(loaded, tmp_path):
+    model, processor = loaded
+    calls = []
+    Scorer(model, processor, "progress", batch_size=2).rank([(p, CAPTIONS) for p in _images(tmp_path)],
+                                                            on_progress=lambda d, n: calls.append((d, n)))
+    assert calls[-1] == (4 + 5, 4 + 5)  # every image and every distinct caption, once
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
