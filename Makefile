@@ -34,6 +34,8 @@ lint: setup
 bench: setup
 	$(PYTHON) bench/bench_rank.py
 	$(PYTHON) bench/bench_store.py
+	$(PYTHON) bench/bench_train.py
+	$(PYTHON) bench/bench_generate.py
 	$(PYTHON) bench/bench_app.py
 
 learning-check: setup

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -115,26 +116,32 @@ def load_scorer(args: argparse.Namespace, device):
         return Scorer.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size,
                                       cache_dir=args.cache_dir)
     from scorer import new_scorer
-    from scorer.tiny import tiny_scorer_config
 
     logging.warning("no --checkpoint: scoring with UNTRAINED heads on %s (for plumbing checks only)", args.model)
-    config = tiny_scorer_config() if args.model == "tiny" else None
-    model, processor = new_scorer(args.model, config, device=device)
+    model, processor = new_scorer(args.model, device=device)
     return Scorer(model, processor, f"untrained-{args.model}", args.batch_size, EmbeddingCache(args.cache_dir))
 
 
-def score_records(scorer, records: list[dict], rank: bool) -> list[dict]:
-    """Score (or rank) this process's records; each image and caption is encoded once."""
-    from scorer import ImageLoadError
+def check_images_decode(records: list[dict]) -> None:
+    """Open every distinct image once before any model work: an unreadable one names its record."""
+    from scorer import ImageLoadError, load_image
 
-    try:
-        if rank:
-            ranked = scorer.rank([(r["_resolved"], r["captions"]) for r in records])
-            return [_ranked_record(r, result) for r, result in zip(records, ranked)]
-        scores = scorer.score_pairs([(r["_resolved"], r["text"]) for r in records])
-    except ImageLoadError as err:
-        bad = [r["_index"] for r in records if r["_resolved"] in str(err)]
-        raise InputError(f"record {bad[0] if bad else '?'}: {err}") from None
+    seen: set[str] = set()
+    for record in records:
+        if record["_resolved"] not in seen:
+            seen.add(record["_resolved"])
+            try:
+                load_image(record["_resolved"], max_pixels=64 * 64)  # decode check; a small budget is enough
+            except ImageLoadError as err:
+                raise InputError(f"record {record['_index']}: {err}") from None
+
+
+def score_records(scorer, records: list[dict], rank: bool, progress=None) -> list[dict]:
+    """Score (or rank) this process's records; each image and caption is encoded once."""
+    if rank:
+        ranked = scorer.rank([(r["_resolved"], r["captions"]) for r in records], on_progress=progress)
+        return [_ranked_record(r, result) for r, result in zip(records, ranked)]
+    scores = scorer.score_pairs([(r["_resolved"], r["text"]) for r in records], on_progress=progress)
     return [{**_public(r), "similarity_score": score} for r, score in zip(records, scores)]
 
 
@@ -145,6 +152,33 @@ def _public(record: dict) -> dict:
 def _ranked_record(record: dict, ranked) -> dict:
     captions = [{"text": c.text, "score": c.score} for c in ranked.captions]
     return {**_public(record), "captions": captions, "best": captions[0], "margin": ranked.margin}
+
+
+def score_my_share(args: argparse.Namespace, accelerator, mine: list[dict]) -> tuple[list, str | None]:
+    """This process's (index, result) pairs, or the error that stopped it (reported by every process)."""
+    from tqdm.auto import tqdm
+
+    try:
+        check_images_decode(mine)
+        scorer = load_scorer(args, args.device or accelerator.device)
+        with tqdm(desc=f"encoding (process {accelerator.process_index})", unit="item", leave=False,
+                  disable=not mine) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            results = score_records(scorer, mine, args.rank, progress)
+    except InputError as err:
+        return [], str(err)
+    logging.info("process %d/%d scored %d records", accelerator.process_index, accelerator.num_processes, len(mine))
+    return list(zip([r["_index"] for r in mine], results)), None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary sibling, then rename: an interrupted run never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,23 +194,27 @@ def main(argv: list[str] | None = None) -> int:
             where = "--image_path"
             records = [{"image_path": args.image_path, "text": args.text, "_index": 0,
                         "_resolved": resolve_image(args.image_path, args.image_root, where)}]
-        accelerator = Accelerator(cpu=args.device == "cpu")
-        scorer = load_scorer(args, args.device or accelerator.device)
-        with accelerator.split_between_processes(records) as mine:
-            results = list(zip([r["_index"] for r in mine], score_records(scorer, mine, args.rank)))
-        logging.info("process %d/%d scored %d records", accelerator.process_index, accelerator.num_processes,
-                     len(mine))
-        results = gather_object(results)
-    except InputError as err:
+    except InputError as err:  # every process read the same input: every process stops here
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    accelerator = Accelerator(cpu=args.device == "cpu")
+    with accelerator.split_between_processes(records) as mine:
+        results, error = score_my_share(args, accelerator, mine)
+    # Collective: every process takes part, so one process's bad image cannot leave the others waiting.
+    gathered = gather_object([(error, results)])
+    errors = [error for error, _ in gathered if error]
+    if errors:
+        if accelerator.is_main_process:
+            print(f"error: {errors[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not accelerator.is_main_process:
         return 0
-    ordered = [result for _, result in sorted(results, key=lambda pair: pair[0])]
+    ordered = [result for _, part in gathered for result in part]
+    ordered = [result for _, result in sorted(ordered, key=lambda pair: pair[0])]
     if not args.json_input:
         print(f"image: {args.image_path}\ntext: {args.text}\nsimilarity_score: {ordered[0]['similarity_score']:.4f}")
     elif args.json_output:
-        Path(args.json_output).write_text(json.dumps(ordered, ensure_ascii=False, indent=2), encoding="utf-8")
+        write_atomically(Path(args.json_output), json.dumps(ordered, ensure_ascii=False, indent=2))
         print(f"wrote {len(ordered)} results to {args.json_output}")
     else:
         print(json.dumps(ordered, ensure_ascii=False, indent=2))

@@ -46,14 +46,11 @@ def random_real_size_model(config_dir: str, device: str, dtype: torch.dtype):
 def load_model(args: argparse.Namespace):
     from scorer import new_scorer
     from scorer.qwen2_5_vl.backbone import pick_device, pick_dtype
-    from scorer.tiny import tiny_scorer_config
-
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     if args.real_size:
         return random_real_size_model(args.real_size, str(device), dtype)
-    config = tiny_scorer_config() if args.model == "tiny" else None
-    return new_scorer(args.model, config, device=str(device), dtype=dtype)
+    return new_scorer(args.model, device=str(device), dtype=dtype)
 
 
 def time_generation(generator: LocalQwenGenerator, images: list[Image.Image], n: int) -> float:

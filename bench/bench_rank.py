@@ -125,13 +125,11 @@ def main() -> None:
     if not (UCM / "triplets_train.json").is_file():
         sys.exit(f"UC Merced data not found at {UCM}")
     from scorer import Scorer, new_scorer
-    from scorer.tiny import tiny_scorer_config
 
     torch.set_num_threads(torch.get_num_threads())
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
-    model, processor = new_scorer(args.model, tiny_scorer_config() if args.model == "tiny" else None,
-                                  device="cpu", dtype="float32")
+    model, processor = new_scorer(args.model, device="cpu", dtype="float32")
     scorer = Scorer(model, processor, "bench", batch_size=args.batch_size)
     items = build_items(args.images, args.captions)
     pairs = sum(len(captions) for _, captions in items)

@@ -171,8 +171,14 @@ def new_scorer(
     dtype: str | torch.dtype | None = None,
     seed: int = 0,
 ) -> tuple[DualEncoder, DualEncoderProcessor]:
-    """An untrained scorer (fresh heads drawn from ``seed``) on ``backbone``: hub id, path or ``tiny``."""
-    config = config or ScorerConfig()
+    """An untrained scorer (fresh heads drawn from ``seed``) on ``backbone``: hub id, path or ``tiny``.
+
+    Without ``config``: the default heads, or for ``tiny`` heads sized to the tiny backbone.
+    """
+    if config is None:
+        from scorer.qwen2_5_vl.tiny import tiny_scorer_config
+
+        config = tiny_scorer_config() if backbone == "tiny" else ScorerConfig()
     config.backbone = backbone
     qwen, hf_processor = load_backbone(backbone, device=device, dtype=dtype,
                                        min_pixels=config.min_pixels, max_pixels=config.max_pixels)

@@ -60,6 +60,17 @@ def model_label(model: str) -> str:
     return Path(model).resolve().name if Path(model).exists() else model
 
 
+def drop_partial_last_line(output: Path) -> None:
+    """A run killed mid-write leaves a last line without its newline: cut it, so ``--append`` resumes."""
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        logger.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run",
+                       output, len(data) - keep)
+        with open(output, "r+b") as handle:
+            handle.truncate(keep)
+
+
 def done_images(output: Path) -> set[str]:
     """Images that already have lines in ``output`` (for ``--append``)."""
     done = set()
@@ -84,6 +95,8 @@ def pending_images(images: Sequence[Path], output: str | os.PathLike[str],
     if output.exists() and not append:
         raise FileExistsError(f"{output} exists; pass --append to add to it (resuming) or choose another file")
     fields = {path: image_field(path, image_root) for path in images}
+    if output.exists():
+        drop_partial_last_line(output)
     done = done_images(output) if output.exists() else set()
     return {path: field for path, field in fields.items() if field not in done}
 
@@ -116,13 +129,11 @@ def load_local_generator(model: str, settings: GenerationSettings, device: str |
                          dtype: str | None = None) -> LocalQwenGenerator:
     """A scorer checkpoint (its LoRA is disabled while writing), a backbone path, a hub id or ``tiny``."""
     from scorer.checkpoint import is_checkpoint, load_checkpoint, new_scorer
-    from scorer.tiny import tiny_scorer_config
 
     if is_checkpoint(model):
         scorer_model, processor = load_checkpoint(model, device=device, dtype=dtype)
     else:
-        config = tiny_scorer_config() if model == "tiny" else None
-        scorer_model, processor = new_scorer(model, config, device=device, dtype=dtype)
+        scorer_model, processor = new_scorer(model, device=device, dtype=dtype)
     return LocalQwenGenerator(scorer_model, processor, settings, model_name=model_label(model))
 
 

@@ -23,6 +23,9 @@ MIN_SIDE = 28
 STRETCH_PERCENTILES = (2.0, 98.0)
 # Whole-scene GeoTIFFs are big; refuse only absurd sizes, and say so, instead of PIL's bomb error.
 MAX_DECODE_PIXELS = 1_000_000_000
+# PIL's own decompression-bomb check (~179 M pixels) would refuse ordinary whole scenes; it has no
+# per-call setting, so it is raised once here and load_image applies MAX_DECODE_PIXELS itself.
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_DECODE_PIXELS)
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
@@ -115,9 +118,11 @@ def load_image(
     path = Path(source)
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")
-    Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
     try:
         with Image.open(path) as opened:
+            if opened.size[0] * opened.size[1] > MAX_DECODE_PIXELS:
+                raise ImageLoadError(f"image {path} has {opened.size[0]}×{opened.size[1]} pixels, more than "
+                                     f"{MAX_DECODE_PIXELS:,}; tile the scene first")
             if max_pixels and path.suffix.lower() not in _TIFF_SUFFIXES:
                 opened.draft("RGB", _draft_size(opened.size, max_pixels))  # JPEG: decode at lower res
             try:
@@ -130,6 +135,8 @@ def load_image(
         if path.suffix.lower() not in _TIFF_SUFFIXES:
             raise ImageLoadError(f"cannot read image {path}: not a recognised image format") from None
         rgb = _open_tiff_or_fail(path)
+    except ImageLoadError:
+        raise
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise ImageLoadError(f"cannot read image {path}: {err}") from err
     return fit_pixel_budget(rgb, min_pixels, max_pixels)

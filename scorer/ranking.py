@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,9 +72,12 @@ class EmbeddingCache:
     interrupted run never leaves a half-written vector and any process can share the cache.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None):
+    def __init__(self, directory: str | os.PathLike[str] | None = None, max_memory_items: int = 200_000):
         self.directory = Path(directory) if directory else None
-        self.memory: dict[tuple[str, str, str], np.ndarray] = {}
+        # Least recently used first; bounded so a long-running app does not grow without limit
+        # (200k × 768 float32 ≈ 600 MB at the real size; the disk cache keeps everything).
+        self.memory: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+        self.max_memory_items = max_memory_items
         self.hits = 0
         self.misses = 0
 
@@ -82,23 +87,32 @@ class EmbeddingCache:
 
     def get(self, version: str, kind: str, key: str) -> np.ndarray | None:
         found = self.memory.get((version, kind, key))
-        if found is None and self.directory is not None:
+        if found is not None:
+            self.memory.move_to_end((version, kind, key))
+        elif self.directory is not None:
             path = self._path(version, kind, key)
             if path.is_file():
                 found = np.load(path)
-                self.memory[(version, kind, key)] = found
+                self._remember((version, kind, key), found)
         if found is None:
             self.misses += 1
         else:
             self.hits += 1
         return found
 
+    def _remember(self, entry: tuple[str, str, str], vector: np.ndarray) -> None:
+        self.memory[entry] = vector
+        self.memory.move_to_end(entry)
+        while len(self.memory) > self.max_memory_items:
+            self.memory.popitem(last=False)
+
     def put(self, version: str, kind: str, key: str, vector: np.ndarray) -> None:
-        self.memory[(version, kind, key)] = vector
+        self._remember((version, kind, key), vector)
         if self.directory is not None:
             path = self._path(version, kind, key)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+            # unique per process and thread: two writers of one key never share a temporary file
+            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}.npy")
             np.save(tmp, vector)
             os.replace(tmp, path)
 
@@ -179,21 +193,9 @@ class Scorer:
         return self._embed("text", keys, list(texts), self.processor.texts, order, on_progress)
 
     # -- scoring -------------------------------------------------------------------------------------
-    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """(image path, caption) pairs → cosine per pair; each image and caption encoded once."""
-        images = _distinct([image for image, _ in pairs])
-        texts = _distinct([text for _, text in pairs])
-        image_emb = self.embed_images(images)
-        text_emb = self.embed_texts(texts)
-        image_row = {path: i for i, path in enumerate(images)}
-        text_row = {text: i for i, text in enumerate(texts)}
-        return [float(image_emb[image_row[image]] @ text_emb[text_row[text]]) for image, text in pairs]
-
-    def rank(self, items: Sequence[tuple[str, Sequence[str]]],
-             on_progress: ProgressCallback | None = None) -> list[RankedImage]:
-        """[(image path, [caption, ...]), ...] → each image's captions, best first."""
-        images = [image for image, _ in items]
-        texts = _distinct([text for _, captions in items for text in captions])
+    def embed_both(self, images: Sequence[str], texts: Sequence[str],
+                   on_progress: ProgressCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and captions → ((n, d), (m, d)), with one progress count over both."""
         image_total = [0]
 
         def image_progress(done: int, total: int) -> None:
@@ -204,7 +206,24 @@ class Scorer:
             on_progress(image_total[0] + done, image_total[0] + total)
 
         image_emb = self.embed_images(images, image_progress if on_progress else None)
-        text_emb = self.embed_texts(texts, text_progress if on_progress else None)
+        return image_emb, self.embed_texts(texts, text_progress if on_progress else None)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]],
+                    on_progress: ProgressCallback | None = None) -> list[float]:
+        """(image path, caption) pairs → cosine per pair; each image and caption encoded once."""
+        images = _distinct([image for image, _ in pairs])
+        texts = _distinct([text for _, text in pairs])
+        image_emb, text_emb = self.embed_both(images, texts, on_progress)
+        image_row = {path: i for i, path in enumerate(images)}
+        text_row = {text: i for i, text in enumerate(texts)}
+        return [float(image_emb[image_row[image]] @ text_emb[text_row[text]]) for image, text in pairs]
+
+    def rank(self, items: Sequence[tuple[str, Sequence[str]]],
+             on_progress: ProgressCallback | None = None) -> list[RankedImage]:
+        """[(image path, [caption, ...]), ...] → each image's captions, best first."""
+        images = [image for image, _ in items]
+        texts = _distinct([text for _, captions in items for text in captions])
+        image_emb, text_emb = self.embed_both(images, texts, on_progress)
         row = {text: i for i, text in enumerate(texts)}
         return [rank_candidates(image_emb[n], text_emb[[row[t] for t in captions]], list(captions), str(image))
                 for n, (image, captions) in enumerate(items)]

@@ -10,14 +10,9 @@ import argparse
 import time
 
 from scorer.checkpoint import new_scorer, save_checkpoint
-from scorer.config import ScorerConfig
+from scorer.qwen2_5_vl.tiny import tiny_scorer_config
 
-# Heads sized to the tiny backbone (hidden 128); the real default is 768 → 768.
-TINY_HEAD = {"embed_dim": 128, "head_hidden_dim": 256}
-
-
-def tiny_scorer_config() -> ScorerConfig:
-    return ScorerConfig(backbone="tiny", **TINY_HEAD)
+__all__ = ["main", "tiny_scorer_config"]
 
 
 def main(argv: list[str] | None = None) -> None:

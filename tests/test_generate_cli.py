@@ -54,6 +54,13 @@ def test_tiny_cli_round_trips_through_the_store_and_resumes(tmp_path, capsys):
     assert main([*argv, "--append"]) == 0  # only the new image is generated
     assert [line["image"] for line in read_lines(out)[4:]] == ["imgs/c.png"] * 2
 
+    # A run killed in the middle of writing b's lines: the half line is dropped and b is generated again.
+    text = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text("".join(text[:2]) + text[2][:25], encoding="utf-8")
+    assert main([*argv, "--append"]) == 0
+    assert sorted(line["image"] for line in read_lines(out)) == sorted(["imgs/a.png"] * 2 + ["imgs/b.png"] * 2
+                                                                       + ["imgs/c.png"] * 2)
+
 
 def test_images_outside_the_root_or_missing_are_refused(tmp_path, capsys):
     make_images(tmp_path / "elsewhere", ["x.png"])

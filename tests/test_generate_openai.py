@@ -156,10 +156,8 @@ def closed_port_url() -> str:
 
 def test_unreachable_endpoint_names_the_url(images):
     url = closed_port_url()
-    start = time.perf_counter()
     with pytest.raises(GeneratorUnavailableError, match=rf"{url}/chat/completions is unavailable after 2 attempts"):
         quick(url, retries=1).generate_captions([str(images / "0.png")], n=1)
-    assert time.perf_counter() - start < 5
 
 
 def test_hard_negatives_from_the_endpoint_are_validated_then_topped_up(server):

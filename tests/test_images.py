@@ -95,3 +95,12 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageLoadError, match="broken.tif"):
         load_image(tmp_path / "broken.tif")
+
+
+def test_scene_over_the_decode_limit_is_refused_by_name(tmp_path, monkeypatch):
+    from scorer import images
+
+    monkeypatch.setattr(images, "MAX_DECODE_PIXELS", 100 * 100)
+    Image.new("RGB", (200, 120)).save(tmp_path / "scene.png")
+    with pytest.raises(ImageLoadError, match=r"scene.png has 200×120 pixels"):
+        load_image(tmp_path / "scene.png")

@@ -118,3 +118,23 @@ def test_accelerate_two_processes_write_results_in_input_order(tiny_checkpoint_s
     one = json.loads((tmp_path / "one.json").read_text())
     assert [r["text"] for r in two] == [r["text"] for r in records]
     assert [r["similarity_score"] for r in two] == pytest.approx([r["similarity_score"] for r in one], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_accelerate_two_processes_stop_together_on_an_unreadable_image(tiny_checkpoint_session, ucm_dir, tmp_path):
+    (tmp_path / "imgs").mkdir()
+    for name in ("1.png", "101.png", "3.png"):
+        (tmp_path / "imgs" / name).write_bytes((ucm_dir / "imgs" / name).read_bytes())
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png")
+    records = [{"image_path": f"imgs/{name}", "text": "x"} for name in ("1.png", "101.png", "3.png", "broken.png")]
+    (tmp_path / "in.json").write_text(json.dumps(records))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "1"}
+    done = subprocess.run([*launch, str(ROOT / "inference_script.py"), "--checkpoint", str(tiny_checkpoint_session),
+                           "--json_input", str(tmp_path / "in.json"), "--image_root", str(tmp_path),
+                           "--json_output", str(tmp_path / "out.json")],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # a hang fails here
+    assert done.returncode != 0
+    assert "record 3" in done.stderr and "broken.png" in done.stderr
+    assert not (tmp_path / "out.json").exists()

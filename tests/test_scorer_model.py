@@ -209,3 +209,13 @@ def test_rank_reports_progress_over_images_and_captions(loaded, tmp_path):
                                                             on_progress=lambda d, n: calls.append((d, n)))
     assert calls[-1] == (4 + 5, 4 + 5)  # every image and every distinct caption, once
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_embedding_cache_memory_is_bounded_and_the_disk_keeps_everything(tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache", max_memory_items=2)
+    for key in ("a", "b", "c"):
+        cache.put("v1", "text", key * 4, np.full(3, ord(key), dtype=np.float32))
+    assert len(cache.memory) == 2 and ("v1", "text", "aaaa") not in cache.memory  # least recently used left
+    assert cache.get("v1", "text", "aaaa")[0] == ord("a")  # served from disk, back in memory
+    assert len(cache.memory) == 2
+    assert cache.get("v2", "text", "aaaa") is None  # another model version never shares vectors

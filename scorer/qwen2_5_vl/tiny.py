@@ -202,6 +202,13 @@ def write_tiny_backbone(out_dir: str | os.PathLike[str], seed: int = TINY_SEED) 
     return out
 
 
+def tiny_scorer_config():
+    """Scorer settings sized to the tiny backbone (hidden 128); the real default is 768 → 768 heads."""
+    from scorer.config import ScorerConfig
+
+    return ScorerConfig(backbone="tiny", embed_dim=128, head_hidden_dim=256)
+
+
 def tiny_cache_dir() -> Path:
     """Where the tiny backbone is cached: ``$REMOTE_SCORER_CACHE`` or ``~/.cache/remote_scorer``."""
     root = os.environ.get("REMOTE_SCORER_CACHE") or Path.home() / ".cache" / "remote_scorer"
