@@ -25,7 +25,7 @@ MAX_LISTED_SKIPS = 20
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m curation", description="Caption curation store")
-    parser.add_argument("--db", required=True, type=Path, help="SQLite database (created if missing)")
+    parser.add_argument("--db", required=True, type=Path, help="SQLite database (created, with its folder, if missing)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     imp = sub.add_parser("import", help="import a file (idempotent)")
@@ -119,6 +119,7 @@ COMMANDS = {"import": _import, "export": _export, "stats": _stats}
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        args.db.parent.mkdir(parents=True, exist_ok=True)  # e.g. data/ on a fresh clone
         conn = open_store(args.db)
         try:
             return COMMANDS[args.command](conn, args)

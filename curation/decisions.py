@@ -53,9 +53,8 @@ def _check_caption(conn: sqlite3.Connection, image_id: int, caption_id: int, ann
 def refresh_annotator_count(conn: sqlite3.Connection, image_id: int) -> None:
     """Store on the image how many annotators have an effective (not undone) action on it."""
     conn.execute(
-        "UPDATE images SET n_annotators = (SELECT COUNT(DISTINCT annotator) FROM decisions d"
-        " WHERE d.image_id = ? AND d.verdict != 'undo'"
-        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)) WHERE id = ?",
+        "UPDATE images SET n_annotators = (SELECT COUNT(DISTINCT annotator) FROM effective_decisions"
+        " WHERE image_id = ? AND verdict != 'undo') WHERE id = ?",
         (image_id, image_id),
     )
 
@@ -140,15 +139,16 @@ def undo_last(conn: sqlite3.Connection, annotator: str) -> Decision | None:
     they were before that action. Returns ``None`` when nothing within the last ten is left to undo.
     """
     with transaction(conn):
-        rows = conn.execute(
-            "SELECT id, image_id, caption_id, EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)"
-            " FROM decisions d WHERE annotator = ? AND verdict != 'undo' ORDER BY id DESC LIMIT ?",
-            (annotator, UNDO_DEPTH),
-        ).fetchall()
-        target = next((row for row in rows if not row[3]), None)
+        # the latest action in force, no older than the annotator's UNDO_DEPTH-th latest action
+        target = conn.execute(
+            "SELECT id, image_id, caption_id FROM effective_decisions WHERE annotator = :who AND verdict != 'undo'"
+            " AND id >= ifnull((SELECT id FROM decisions WHERE annotator = :who AND verdict != 'undo'"
+            " ORDER BY id DESC LIMIT 1 OFFSET :back), 0) ORDER BY id DESC LIMIT 1",
+            {"who": annotator, "back": UNDO_DEPTH - 1},
+        ).fetchone()
         if target is None:
             return None
-        decision_id, image_id, caption_id, _ = target
+        decision_id, image_id, caption_id = target
         _append(conn, image_id, caption_id, "undo", annotator, undoes=decision_id)
         rebuild_derived(conn, image_id, annotator)
         refresh_annotator_count(conn, image_id)

@@ -47,8 +47,8 @@ class QueueOptions:
 
 
 _MINE = (
-    "EXISTS (SELECT 1 FROM decisions d WHERE d.image_id = i.id AND d.annotator = :who AND d.verdict != 'undo'"
-    " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id))"
+    "EXISTS (SELECT 1 FROM effective_decisions d WHERE d.image_id = i.id AND d.annotator = :who"
+    " AND d.verdict != 'undo')"
 )
 _FREE = "NOT EXISTS (SELECT 1 FROM leases l WHERE l.image_id = i.id)"
 

@@ -66,19 +66,16 @@ def _per_annotator(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(
         lambda: dict.fromkeys(("decisions", "images", "accept", "reject", "best", "edit", "undone"), 0)
     )
-    rows = conn.execute(
-        "SELECT annotator, verdict, EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id), COUNT(*)"
-        " FROM decisions d WHERE verdict != 'undo' GROUP BY 1, 2, 3"
-    ).fetchall()
-    for who, verdict, undone, count in rows:
-        if undone:
-            out[who]["undone"] += count
-        else:
-            out[who][verdict] += count
-            out[who]["decisions"] += count if verdict != "edit" else 0
+    for who, verdict, count in conn.execute(
+        "SELECT annotator, verdict, COUNT(*) FROM effective_decisions WHERE verdict != 'undo' GROUP BY 1, 2"
+    ):
+        out[who][verdict] += count
+        out[who]["decisions"] += count if verdict != "edit" else 0
+    # each undo row cancels one earlier action of the same annotator (decisions.undo_last)
+    for who, count in conn.execute("SELECT annotator, COUNT(*) FROM decisions WHERE verdict = 'undo' GROUP BY 1"):
+        out[who]["undone"] += count
     for who, images in conn.execute(
-        "SELECT annotator, COUNT(DISTINCT image_id) FROM decisions d WHERE verdict != 'undo'"
-        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id) GROUP BY annotator"
+        "SELECT annotator, COUNT(DISTINCT image_id) FROM effective_decisions WHERE verdict != 'undo' GROUP BY 1"
     ):
         out[who]["images"] = images
     return dict(out)

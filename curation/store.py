@@ -162,7 +162,14 @@ CREATE TABLE training_runs (
 );
 """
 
-MIGRATIONS: list[str] = [_SCHEMA_V1]
+# v2: the decisions in force, named once. A row is in force unless an 'undo' row cancels it (undo rows
+# themselves are never undone, so they are in it too: filter on verdict).
+_SCHEMA_V2 = """
+CREATE VIEW effective_decisions AS
+SELECT d.* FROM decisions d WHERE NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id);
+"""
+
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -60,9 +60,8 @@ class Triplet:
 def effective_verdicts(conn: sqlite3.Connection, image_id: int, annotator: str) -> dict[int, tuple[str, str]]:
     """caption id → (latest verdict, its time) for one annotator on one image, undone decisions left out."""
     rows = conn.execute(
-        "SELECT caption_id, verdict, created_at FROM decisions d"
-        " WHERE image_id = ? AND annotator = ? AND verdict IN ('accept', 'reject', 'best')"
-        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id) ORDER BY id",
+        "SELECT caption_id, verdict, created_at FROM effective_decisions"
+        " WHERE image_id = ? AND annotator = ? AND verdict IN ('accept', 'reject', 'best') ORDER BY id",
         (image_id, annotator),
     ).fetchall()
     return {row[0]: (row[1], row[2]) for row in rows}
@@ -83,9 +82,8 @@ def rebuild_derived(conn: sqlite3.Connection, image_id: int, annotator: str) -> 
         if p != n
     ]
     edits = conn.execute(
-        "SELECT e.new_caption_id, e.old_caption_id, d.created_at FROM decisions d"
-        " JOIN edits e ON e.decision_id = d.id WHERE d.image_id = ? AND d.annotator = ?"
-        " AND e.makes_triplet = 1 AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)",
+        "SELECT e.new_caption_id, e.old_caption_id, d.created_at FROM effective_decisions d"
+        " JOIN edits e ON e.decision_id = d.id WHERE d.image_id = ? AND d.annotator = ? AND e.makes_triplet = 1",
         (image_id, annotator),
     ).fetchall()
     rows += [(image_id, new, old, "edit", annotator, t) for new, old, t in edits]

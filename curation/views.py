@@ -12,9 +12,7 @@ import pandas as pd
 from curation.queue import queue_model
 
 STATUSES = ("unlabelled", "labelled", "disputed")
-_EFFECTIVE = (
-    "verdict IN ('accept', 'reject', 'best') AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)"
-)
+_VERDICT = "verdict IN ('accept', 'reject', 'best')"
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,8 @@ def latest_verdicts(
     where, params = ("d.image_id = ? AND ", (image_id,)) if image_id is not None else ("", ())
     out: dict[tuple[int, int], dict[str, str]] = defaultdict(dict)
     for img, cap, who, verdict in conn.execute(
-        "SELECT image_id, caption_id, annotator, verdict FROM decisions d"
-        f" WHERE {where}{_EFFECTIVE} ORDER BY id",
+        "SELECT image_id, caption_id, annotator, verdict FROM effective_decisions d"
+        f" WHERE {where}{_VERDICT} ORDER BY id",
         params,
     ):
         out[(img, cap)][who] = verdict
@@ -123,7 +121,7 @@ def list_images(conn: sqlite3.Connection, flt: ImageFilter | None = None) -> lis
         sql.append("i.n_annotators > 0")
     if flt.annotator is not None:
         sql.append(
-            f"EXISTS (SELECT 1 FROM decisions d WHERE d.image_id = i.id AND d.annotator = ? AND {_EFFECTIVE})"
+            f"EXISTS (SELECT 1 FROM effective_decisions d WHERE d.image_id = i.id AND d.annotator = ? AND {_VERDICT})"
         )
         params.append(flt.annotator)
     if flt.source is not None:
@@ -154,8 +152,7 @@ def counters(conn: sqlite3.Connection, annotator: str) -> dict[str, int]:
     today = datetime.now(timezone.utc).date().isoformat()
     mine, mine_today = conn.execute(
         "SELECT COUNT(DISTINCT image_id), COUNT(DISTINCT CASE WHEN created_at >= ? THEN image_id END)"
-        " FROM decisions d WHERE annotator = ? AND verdict != 'undo'"
-        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)",
+        " FROM effective_decisions WHERE annotator = ? AND verdict != 'undo'",
         (today, annotator),
     ).fetchone()
     return {"done": done or 0, "total": total, "mine": mine, "today": mine_today}

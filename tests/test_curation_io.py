@@ -337,6 +337,12 @@ def test_cli_import_export_stats_and_errors(tmp_path, capsys):
     assert process.returncode == 0 and "images: 4" in process.stdout
 
 
+def test_cli_creates_the_folder_of_a_new_database(tmp_path, capsys):
+    db = tmp_path / "data" / "store.sqlite"  # like --db data/store.sqlite on a fresh clone
+    assert main(["--db", str(db), "stats"]) == 0, capsys.readouterr().err
+    assert "images: 0" in capsys.readouterr().out and db.is_file()
+
+
 def test_curation_never_imports_torch_or_gradio():
     code = (
         "import sys, curation.cli, curation.views, curation.queue, curation.models;"

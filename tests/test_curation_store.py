@@ -61,6 +61,24 @@ def test_reopen_keeps_data(tmp_path):
     assert get_image(again, image_id).path == "a.png"
 
 
+def test_a_version_1_database_is_migrated_and_keeps_its_decisions(tmp_path):
+    conn = open_store(tmp_path / "s.db")
+    image_id, (good, bad, _) = _image(conn)
+    record_decision(conn, image_id, good, "accept", "ann")
+    record_decision(conn, image_id, bad, "accept", "ann")
+    undo_last(conn, "ann")
+    conn.execute("DROP VIEW effective_decisions")  # what schema version 1 had
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    conn = open_store(tmp_path / "s.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    effective = conn.execute("SELECT caption_id, verdict FROM effective_decisions WHERE verdict != 'undo'").fetchall()
+    assert [tuple(row) for row in effective] == [(good, "accept")]
+    assert stats(conn)["per_annotator"]["ann"] == {"decisions": 1, "images": 1, "accept": 1, "reject": 0,
+                                                   "best": 0, "edit": 0, "undone": 1}
+    conn.close()
+
+
 def test_add_image_and_caption_are_idempotent(conn):
     first = add_image(conn, "./x/a.png", cls="beach")
     assert add_image(conn, "x/a.png", split="train", cls="forest") == first

@@ -53,6 +53,14 @@ def test_the_report_lists_every_bad_record_by_index(image_root, tmp_path):
     assert len(load_records(path, image_root, on_invalid="skip")) == 2
 
 
+def test_a_file_that_is_not_json_is_named_in_the_error(image_root, tmp_path):
+    path = tmp_path / "cut.json"
+    path.write_text('[{"image": "imgs/0.png", "pos": "a')  # cut short
+    with pytest.raises(ValueError, match=r"cut\.json: not valid JSON: ") as err:
+        load_records(path, image_root)
+    assert isinstance(err.value.__cause__, json.JSONDecodeError)
+
+
 def test_three_sources_give_the_same_records(image_root, tmp_path):
     readme = [{"image_name": "imgs/0.png", "positive": "a red square", "negative": "a blue square",
                "provenance": "decision"}]

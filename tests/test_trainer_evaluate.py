@@ -10,7 +10,7 @@ from PIL import Image
 
 from scorer import Scorer
 from trainer.evaluate import main as evaluate_main
-from trainer.evaluate import mismatched_images, retrieval_metrics, triplet_metrics
+from trainer.evaluate import mismatched_images, read_karpathy, retrieval_metrics, triplet_metrics
 from trainer.records import TripletRecord
 
 
@@ -78,7 +78,9 @@ def test_cli_writes_the_metrics_of_the_checkpoint(hand_set, tiny_checkpoint_sess
                                dict(zip(texts, scorer.embed_texts(texts))), seed=0)
     for key, value in expected.items():
         assert written[key] == pytest.approx(value, abs=1e-6), key
-    assert "global_accuracy" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "global_accuracy" in shown.out
+    assert "evaluate: images: 100%" in shown.err and "evaluate: captions: 100%" in shown.err  # tqdm bars
 
     evaluate_main(["--checkpoint", str(tiny_checkpoint_session), "--data", str(tmp / "k.json"),
                    "--image_root", str(root), "--image_template", "imgs/{stem}.png", "--output", str(tmp / "r.json")])
@@ -86,3 +88,10 @@ def test_cli_writes_the_metrics_of_the_checkpoint(hand_set, tiny_checkpoint_sess
     assert retrieval["primary_metric"] == "mean_recall" and retrieval["n_texts"] == 6
     assert {f"{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} <= set(retrieval)
     assert retrieval["i2t_r5"] == 1.0  # 6 texts: every image's sentences are within the top 5
+
+
+def test_a_karpathy_file_that_is_not_json_is_named_in_the_error(tmp_path):
+    path = tmp_path / "dataset_cut.json"
+    path.write_text('{"images": [{"filename": "1.tif", ')
+    with pytest.raises(ValueError, match=r"dataset_cut\.json: not valid JSON: "):
+        read_karpathy(path)

@@ -73,6 +73,25 @@ def test_stop_then_resume_ends_like_an_uninterrupted_run(ucm_small, ucm_dir, tmp
         torch.testing.assert_close(heads_a[key], heads_b[key], rtol=0, atol=1e-6)
 
 
+def test_a_stop_before_the_first_evaluation_still_returns_a_best_checkpoint(ucm_small, ucm_dir, tmp_path):
+    stop = threading.Event()
+    stop.set()  # stop after the first step; the first evaluation would come at step 5
+    checkpoint, metrics = train(TrainConfig(**FAST, train_file=str(ucm_small), val_file=str(ucm_small),
+                                            image_root=str(ucm_dir), output_dir=str(tmp_path / "run"),
+                                            max_steps=5, eval_every=5), stop_event=stop)
+    assert metrics["stopped"] and metrics["step"] == 1 and not any(k.startswith("val/") for k in metrics)
+    assert checkpoint == tmp_path / "run" / "best" and load_trainer_state(checkpoint)["step"] == 1
+    load_checkpoint(checkpoint)
+
+
+def test_a_best_metric_the_evaluator_does_not_report_is_refused_before_training(ucm_small, ucm_dir, tmp_path):
+    config = TrainConfig(**FAST, train_file=str(ucm_small), val_file=str(ucm_small), image_root=str(ucm_dir),
+                         output_dir=str(tmp_path / "run"), max_steps=1, best_metric="mean_acuracy")
+    with pytest.raises(ValueError, match=r"'mean_acuracy'.*mean_accuracy, global_accuracy"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
 def test_yaml_recipe_and_command_line_overrides(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: tiny\nlr: 0.01\nloss: infonce\nloss_weights: {infonce: 2.0}\n")

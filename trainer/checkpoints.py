@@ -14,7 +14,6 @@ leaves a half-written ``last`` or ``best``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scorer.checkpoint import save_checkpoint
+from scorer.checkpoint import replace_dir, save_checkpoint
 
 TRAINER_STATE = "trainer_state.pt"
 
@@ -41,18 +40,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``; the old directory goes only once the new one is in place."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_training_checkpoint(out: Path, model, processor, trainer_state: dict, config: dict, metrics: dict,

@@ -74,7 +74,7 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None: once per epoch and at the end
     save_every: int = 200  # steps; a checkpoint is also written at the end and on a stop
     eval_batch_size: int = 32
-    best_metric: str = "mean_accuracy"
+    best_metric: str = "mean_accuracy"  # one of TripletEvaluator.metric_names (train() checks it)
     resume: bool = False  # continue from OUTPUT_DIR/last (model, optimizer, scheduler, step, RNG)
 
     def __post_init__(self) -> None:

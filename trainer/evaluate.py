@@ -22,7 +22,8 @@ import json
 import logging
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,12 +31,28 @@ import torch
 from common.paths import resolve_inside
 from scorer.model import DualEncoder
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
-from scorer.ranking import EmbeddingCache, Scorer
+from scorer.ranking import EmbeddingCache, ProgressCallback, Scorer
 from trainer.records import TripletRecord, load_records
 
 logger = logging.getLogger(__name__)
 
 RECALL_KS = (1, 5, 10)
+
+
+@contextmanager
+def progress_bar(desc: str, enabled: bool) -> Iterator[ProgressCallback | None]:
+    """A tqdm bar on stderr fed by ``Scorer.embed_*``'s ``on_progress(done, total)`` (once per batch); None if off."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True) as bar:
+        def update(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield update
 
 
 def _other_image_positive(records: Sequence[TripletRecord], i: int, seed: int) -> str | None:
@@ -114,6 +131,7 @@ class TripletEvaluator:
     """The original triplet protocol on a triplet file or record list."""
 
     primary_metric = "mean_accuracy"
+    metric_names = ("mean_accuracy", "global_accuracy", "local_accuracy", "hard_accuracy", "rank_accuracy", "mrr")
 
     def __init__(self, records: Sequence[TripletRecord], image_root: str | Path, seed: int = 0,
                  mismatch_images: bool = False):
@@ -122,12 +140,16 @@ class TripletEvaluator:
         self.seed = seed
         self.anchors = mismatched_images(self.records) if mismatch_images else None
 
-    def __call__(self, model: DualEncoder, processor: DualEncoderProcessor, batch_size: int = 32) -> dict[str, float]:
+    def __call__(self, model: DualEncoder, processor: DualEncoderProcessor, batch_size: int = 32,
+                 progress: bool = False) -> dict[str, float]:
+        """``progress``: tqdm bars (stderr) over the image and caption batches."""
         scorer = Scorer(model, processor, "evaluation", batch_size=batch_size, cache=EmbeddingCache())
         images = sorted({record.image for record in self.records})
         texts = list(dict.fromkeys(t for r in self.records for t in (r.positive, *r.negatives)))
-        image_emb = scorer.embed_images([resolve_inside(self.image_root, image) for image in images])
-        text_emb = scorer.embed_texts(texts)
+        with progress_bar("evaluate: images", progress) as on_progress:
+            image_emb = scorer.embed_images([resolve_inside(self.image_root, image) for image in images], on_progress)
+        with progress_bar("evaluate: captions", progress) as on_progress:
+            text_emb = scorer.embed_texts(texts, on_progress)
         return triplet_metrics(self.records, dict(zip(images, image_emb)), dict(zip(texts, text_emb)),
                                self.seed, self.anchors)
 
@@ -138,7 +160,12 @@ def read_karpathy(path: str | Path, split: str | None = "test",
 
     ``image_template`` maps the file name, e.g. ``"imgs/{stem}.png"`` for ../shared/data/ucm.
     """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a Karpathy JSON object with \"images\", got {type(data).__name__}")
     items = []
     for index, image in enumerate(data.get("images", [])):
         if split and image.get("split") != split:
@@ -158,17 +185,24 @@ class KarpathyEvaluator:
     """Image↔text retrieval over the images of one split and all their sentences."""
 
     primary_metric = "mean_recall"
+    metric_names = ("mean_recall", *(f"{way}_r{k}" for way in ("i2t", "t2i") for k in RECALL_KS))
 
     def __init__(self, items: Sequence[tuple[str, list[str]]], image_root: str | Path):
         self.items = list(items)
         self.image_root = Path(image_root)
 
-    def __call__(self, model: DualEncoder, processor: DualEncoderProcessor, batch_size: int = 32) -> dict[str, float]:
+    def __call__(self, model: DualEncoder, processor: DualEncoderProcessor, batch_size: int = 32,
+                 progress: bool = False) -> dict[str, float]:
+        """``progress``: tqdm bars (stderr) over the image and sentence batches."""
         scorer = Scorer(model, processor, "evaluation", batch_size=batch_size, cache=EmbeddingCache())
-        image_emb = scorer.embed_images([resolve_inside(self.image_root, image) for image, _ in self.items])
+        with progress_bar("evaluate: images", progress) as on_progress:
+            image_emb = scorer.embed_images([resolve_inside(self.image_root, image) for image, _ in self.items],
+                                            on_progress)
         texts = [text for _, sentences in self.items for text in sentences]
         owner = torch.tensor([n for n, (_, sentences) in enumerate(self.items) for _ in sentences])
-        metrics = retrieval_metrics(image_emb, scorer.embed_texts(texts), owner)
+        with progress_bar("evaluate: sentences", progress) as on_progress:
+            text_emb = scorer.embed_texts(texts, on_progress)
+        metrics = retrieval_metrics(image_emb, text_emb, owner)
         metrics["n_images"], metrics["n_texts"] = float(len(self.items)), float(len(texts))
         return metrics
 
@@ -220,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     evaluator = build_evaluator(args.data, args.image_root, args.seed, args.mismatched_images,
                                 None if args.split == "all" else args.split, args.image_template, args.skip_missing)
     model, processor = load_checkpoint(args.checkpoint, device=args.device)
-    metrics = evaluator(model, processor, args.batch_size)
+    metrics = evaluator(model, processor, args.batch_size, progress=True)
     print(format_table(metrics, evaluator.primary_metric))
     if args.output:
         out = Path(args.output)

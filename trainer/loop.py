@@ -6,7 +6,9 @@ One optimizer step = ``grad_accum`` micro-batches of ``batch_size`` triplets per
 on GPU over fp32 trainable weights, gradient clipping, AdamW with linear warmup + cosine decay. Under
 DDP the contrastive losses see every process's micro-batch (``contrastive_gather``, trainer.distributed).
 Checkpoints go to OUTPUT_DIR/last every ``save_every`` steps, at the end and on a stop; OUTPUT_DIR/best
-holds the best by ``best_metric`` on the validation set (a copy of last when there is none).
+holds the best by ``best_metric`` on the validation set — a copy of last when there is no validation set, or
+when no evaluation has chosen one (a stop before the first evaluation). ``best_metric`` must be one of
+``TripletEvaluator.metric_names`` (checked before any work).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from trainer.model_setup import (
     text_tower_frozen,
     trainable_names,
 )
-from trainer.records import load_records
+from trainer.records import TripletRecord, load_records
 
 logger = logging.getLogger(__name__)
 
@@ -161,86 +163,45 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
     ``on_progress`` gets a dict after every step ({"step", "max_steps", "loss", "lr", <loss parts>}, and
     "val/<metric>" after an evaluation). Setting ``stop_event`` (threading or multiprocessing Event)
     stops after the current step with a checkpoint; earlier checkpoints are never half-overwritten.
+    The returned ``best`` always exists: when no evaluation chose one, it is a copy of ``last``.
     """
     from accelerate.utils import set_seed
 
-    if not config.train_file:
-        raise ValueError("train_file is required")
+    _check_config(config)
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     out = Path(config.output_dir)
-    resume_from = out / "last" if config.resume else None
-    if resume_from is not None and not resume_from.is_dir():
-        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {resume_from}")
-
-    # -- data ---------------------------------------------------------------------------------------
-    records = load_records(config.train_file, config.image_root, config.on_invalid)
-    evaluator = None
-    if config.val_file:
-        val_root = config.val_image_root or config.image_root
-        evaluator = TripletEvaluator(load_records(config.val_file, val_root, config.on_invalid), val_root, config.seed)
+    resume_from = _resume_dir(config, out)
+    records, evaluator = _load_data(config)
     model, processor = build_model(config, accelerator.device, resume_from)
-    objective = Objective(parse_loss_spec(config.loss, config.loss_weights),
-                          FocalTripletLoss(config.focal_margin, config.focal_gamma, config.focal_term_weights),
-                          config.contrastive_negatives,
-                          gather=config.contrastive_gather and accelerator.num_processes > 1)
+    objective = _objective(config, accelerator.num_processes)
     dataset = TripletDataset(records, config.image_root, processor, config.seed, config.augment, config.cache_images)
     collator = TripletCollator(processor, with_negatives=objective.uses_negatives)
-
-    # -- model, optimizer -----------------------------------------------------------------------------
-    set_trainable(model, config, objective.uses_logit_scale, objective.uses_logit_bias)
-    if config.gradient_checkpointing:
-        model.qwen.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    text_cache = TextFeatureCache() if text_tower_frozen(model) else None
-    micro_per_epoch = len(epoch_batches(len(dataset), config.batch_size, 0, config.seed, accelerator.num_processes))
-    steps_per_epoch = max(1, micro_per_epoch // config.grad_accum)
-    max_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_ratio * max_steps)
-    optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, warmup=max(0, warmup), max_steps=max_steps, min_ratio=config.min_lr_ratio))
+    text_cache = _prepare_model(model, config, objective)
+    steps_per_epoch, max_steps, warmup = _step_counts(config, len(dataset), accelerator.num_processes)
+    optimizer, scheduler = _optimizer(model, config, warmup, max_steps)
     module, optimizer = accelerator.prepare(TrainingModule(model), optimizer)
     model.train()
+    state = _resume(resume_from, model, optimizer, scheduler)
+    _log_setup(len(records), max_steps, steps_per_epoch, model, text_cache, objective, accelerator.num_processes)
 
-    state = {"step": 0, "best": None, "skipped_images": 0}
-    if resume_from is not None:
-        saved = load_trainer_state(resume_from)
-        if saved["trainable"] != trainable_names(model):
-            raise ValueError(f"{resume_from}: the trainable parameters differ from this config's; "
-                             f"resume with the config the run was started with")
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"])
-        state.update(step=saved["step"], best=saved["best"], skipped_images=saved["skipped_images"])
-        logger.info("resumed from %s at step %d", resume_from, state["step"])
-    logger.info("training %d records, %d steps (%d per epoch), %d trainable parameters, text features %s",
-                len(records), max_steps, steps_per_epoch,
-                sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "cached" if text_cache else "recomputed")
-    if objective.gather:
-        logger.info("contrastive losses over the global batch of %d processes", accelerator.num_processes)
-
-    # -- loop ---------------------------------------------------------------------------------------
     run_log = RunLog(out, accelerator.is_main_process, state["step"], max_steps)
     batches = micro_batches(dataset, collator, config, accelerator, state["step"] * config.grad_accum)
     eval_every = config.eval_every or steps_per_epoch
+    throughput = Throughput(config.batch_size * config.grad_accum * accelerator.num_processes)
     metrics: dict[str, float] = {}
     stopped = False
-    window_start, window_steps = time.perf_counter(), 0
     while state["step"] < max_steps and not stopped:
         lr = scheduler.get_last_lr()[0]
         parts = train_step(module, objective, batches, optimizer, scheduler, accelerator, config, text_cache)
         state["step"] += 1
         step = state["step"]
         state["skipped_images"] += int(parts.pop("skipped_images"))
-        window_steps += 1
+        throughput.step()
         metrics = {"step": step, "max_steps": max_steps, "lr": lr, "epoch": step / steps_per_epoch, **parts}
         if step % config.log_every == 0 or step == max_steps:
-            elapsed = time.perf_counter() - window_start
-            metrics["triplets_per_s"] = window_steps * config.batch_size * config.grad_accum \
-                * accelerator.num_processes / max(elapsed, 1e-9)
+            metrics["triplets_per_s"] = throughput.rate()
             run_log.log("train", step, metrics)
-            window_start, window_steps = time.perf_counter(), 0
         run_log.advance()
         evaluate_now = evaluator is not None and (step % eval_every == 0 or step == max_steps)
         if evaluate_now:
@@ -253,6 +214,7 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
             _checkpoint(out, model, processor, optimizer, scheduler, state, config, metrics, accelerator,
                         validated=evaluator is not None, score=metrics.get(f"val/{config.best_metric}"))
     run_log.close()
+    _ensure_best(out, accelerator)
     metrics.update(skipped_images=state["skipped_images"], stopped=stopped)
     if state["skipped_images"]:
         logger.warning("%d training images could not be read and were skipped", state["skipped_images"])
@@ -263,6 +225,111 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
     return out / "best", metrics
 
 
+# -- setup ------------------------------------------------------------------------------------------------
+def _check_config(config: TrainConfig) -> None:
+    """What only the loop can check, before any work: a training file, a ``best_metric`` the evaluator reports."""
+    if not config.train_file:
+        raise ValueError("train_file is required")
+    if config.val_file and config.best_metric not in TripletEvaluator.metric_names:
+        raise ValueError(f"best_metric {config.best_metric!r} is not a validation metric; "
+                         f"choose one of {', '.join(TripletEvaluator.metric_names)}")
+
+
+def _resume_dir(config: TrainConfig, out: Path) -> Path | None:
+    """OUTPUT_DIR/last when resuming (it must exist), else None."""
+    if not config.resume:
+        return None
+    resume_from = out / "last"
+    if not resume_from.is_dir():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {resume_from}")
+    return resume_from
+
+
+def _load_data(config: TrainConfig) -> tuple[list[TripletRecord], TripletEvaluator | None]:
+    """→ (training records, the validation evaluator or None)."""
+    records = load_records(config.train_file, config.image_root, config.on_invalid)
+    if not config.val_file:
+        return records, None
+    val_root = config.val_image_root or config.image_root
+    return records, TripletEvaluator(load_records(config.val_file, val_root, config.on_invalid), val_root, config.seed)
+
+
+def _objective(config: TrainConfig, num_processes: int) -> Objective:
+    return Objective(parse_loss_spec(config.loss, config.loss_weights),
+                     FocalTripletLoss(config.focal_margin, config.focal_gamma, config.focal_term_weights),
+                     config.contrastive_negatives, gather=config.contrastive_gather and num_processes > 1)
+
+
+def _prepare_model(model, config: TrainConfig, objective: Objective) -> TextFeatureCache | None:
+    """Choose the trainable parameters, gradient checkpointing → a text feature cache if the text tower is frozen."""
+    set_trainable(model, config, objective.uses_logit_scale, objective.uses_logit_bias)
+    if config.gradient_checkpointing:
+        model.qwen.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return TextFeatureCache() if text_tower_frozen(model) else None
+
+
+def _step_counts(config: TrainConfig, n_records: int, num_processes: int) -> tuple[int, int, int]:
+    """→ (optimizer steps per epoch, max_steps, warmup steps)."""
+    micro_per_epoch = len(epoch_batches(n_records, config.batch_size, 0, config.seed, num_processes))
+    steps_per_epoch = max(1, micro_per_epoch // config.grad_accum)
+    max_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_ratio * max_steps)
+    return steps_per_epoch, max_steps, max(0, warmup)
+
+
+def _optimizer(model, config: TrainConfig, warmup: int, max_steps: int):
+    """AdamW over the parameter groups, and its warmup + cosine schedule → (optimizer, scheduler)."""
+    optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, warmup=warmup, max_steps=max_steps, min_ratio=config.min_lr_ratio))
+    return optimizer, scheduler
+
+
+def _resume(resume_from: Path | None, model, optimizer, scheduler) -> dict:
+    """The loop's state ({"step", "best", "skipped_images"}); when resuming, read back with the optimizer,
+    scheduler and RNG states from ``resume_from``."""
+    state = {"step": 0, "best": None, "skipped_images": 0}
+    if resume_from is None:
+        return state
+    saved = load_trainer_state(resume_from)
+    if saved["trainable"] != trainable_names(model):
+        raise ValueError(f"{resume_from}: the trainable parameters differ from this config's; "
+                         f"resume with the config the run was started with")
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"])
+    state.update(step=saved["step"], best=saved["best"], skipped_images=saved["skipped_images"])
+    logger.info("resumed from %s at step %d", resume_from, state["step"])
+    return state
+
+
+def _log_setup(n_records: int, max_steps: int, steps_per_epoch: int, model, text_cache: TextFeatureCache | None,
+               objective: Objective, num_processes: int) -> None:
+    logger.info("training %d records, %d steps (%d per epoch), %d trainable parameters, text features %s",
+                n_records, max_steps, steps_per_epoch, sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "cached" if text_cache else "recomputed")
+    if objective.gather:
+        logger.info("contrastive losses over the global batch of %d processes", num_processes)
+
+
+class Throughput:
+    """Triplets per second over the steps since the last :meth:`rate`."""
+
+    def __init__(self, triplets_per_step: int):
+        self.triplets_per_step = triplets_per_step
+        self.start, self.steps = time.perf_counter(), 0
+
+    def step(self) -> None:
+        self.steps += 1
+
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        rate = self.steps * self.triplets_per_step / max(elapsed, 1e-9)
+        self.start, self.steps = time.perf_counter(), 0
+        return rate
+
+
+# -- during and after the loop ----------------------------------------------------------------------------
 def _evaluate(evaluator: TripletEvaluator, model, processor, config: TrainConfig, accelerator, run_log: RunLog,
               step: int) -> dict[str, float]:
     """Validation on the main process (the others wait) → {"val/<metric>": value}."""
@@ -293,6 +360,15 @@ def _checkpoint(out: Path, model, processor, optimizer, scheduler, state: dict, 
                                         save_backbone=config.train_backbone == "full")
         if improved:
             copy_checkpoint(last, out / "best")
+    accelerator.wait_for_everyone()
+
+
+def _ensure_best(out: Path, accelerator) -> None:
+    """OUTPUT_DIR/best = a copy of last when no evaluation wrote it (a stop before the first evaluation, or a
+    ``best_metric`` this validation data does not produce), so the directory train() returns always exists."""
+    if accelerator.is_main_process and not (out / "best").is_dir():
+        logger.warning("no validation result chose a best checkpoint: %s is a copy of %s", out / "best", out / "last")
+        copy_checkpoint(out / "last", out / "best")
     accelerator.wait_for_everyone()
 
 

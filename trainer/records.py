@@ -116,7 +116,10 @@ def read_raw_records(source: str | os.PathLike[str] | TripletSource | list[dict]
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}:{number}: not valid JSON: {err}") from err
         return str(path), rows
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from err
     if isinstance(data, dict) and "images" in data:
         raise ValueError(f"{path} is a Karpathy caption file; it has no negatives to train on. "
                          f"Evaluate on it with python -m trainer.evaluate")

@@ -54,9 +54,8 @@ def _human_choices(conn: sqlite3.Connection, flt: TripletFilter) -> dict[int, tu
     for row in conn.execute(
         "SELECT d.id, d.image_id, d.caption_id, d.annotator, d.verdict, d.created_at, i.path, c.text,"
         " c.source"
-        " FROM decisions d JOIN images i ON i.id = d.image_id JOIN captions c ON c.id = d.caption_id"
+        " FROM effective_decisions d JOIN images i ON i.id = d.image_id JOIN captions c ON c.id = d.caption_id"
         " WHERE d.verdict IN ('accept', 'reject', 'best')"
-        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)"
         f" AND {where} AND {source_where} ORDER BY d.id",
         params + source_params,
     ):

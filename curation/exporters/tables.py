@@ -31,8 +31,7 @@ def caption_table(conn: sqlite3.Connection, flt: TripletFilter | None = None) ->
     sql = (
         "WITH eff AS (SELECT d.caption_id, d.annotator, d.verdict, d.created_at,"
         " row_number() OVER (PARTITION BY d.caption_id, d.annotator ORDER BY d.id DESC) AS rn"
-        " FROM decisions d WHERE d.verdict IN ('accept', 'reject', 'best')"
-        " AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id))"
+        " FROM effective_decisions d WHERE d.verdict IN ('accept', 'reject', 'best'))"
         " SELECT i.path AS image, c.text AS caption, c.source, c.author, c.created_at, e.annotator,"
         " e.verdict,"
         " e.created_at AS decided_at FROM captions c JOIN images i ON i.id = c.image_id"
