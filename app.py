@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth-file", type=Path, help="file with one USER:PASS per line")
     parser.add_argument("--max-file-size", default="200mb", help="largest upload (e.g. 200mb)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="length limit of a generated caption")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="length limit of a generated caption (default: scorer.generation's)")
     parser.add_argument("--demo", action="store_true", help="offline demo: tiny model, demo scenes, data/demo")
     args = parser.parse_args(argv)
     if args.demo:
@@ -44,29 +45,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def read_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
-    """USER:PASS pairs from --auth and --auth-file (blank lines and # comments skipped)."""
-    lines = [args.auth] if args.auth else []
+    """USER:PASS pairs from --auth and --auth-file (blank lines and # comments skipped); errors name the source."""
+    lines = [("--auth", args.auth)] if args.auth else []
     if args.auth_file:
-        lines += args.auth_file.read_text(encoding="utf-8").splitlines()
+        if not args.auth_file.is_file():
+            raise FileNotFoundError(f"--auth-file {args.auth_file} not found")
+        text = args.auth_file.read_text(encoding="utf-8")
+        lines += [(f"{args.auth_file}:{number}", line) for number, line in enumerate(text.splitlines(), 1)]
     pairs = []
-    for number, line in enumerate(lines, 1):
+    for source, line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
-            raise ValueError(f"auth entry {number} is not USER:PASS")
+            raise ValueError(f"{source}: auth entry is not USER:PASS")
         pairs.append((user, password))
     return pairs or None
 
 
-def make_services(args: argparse.Namespace):
-    from ui.services import AppConfig, Services
+def app_config(args: argparse.Namespace):
+    """The :class:`ui.services.AppConfig` of the command line (library defaults where an option is not given)."""
+    from ui.services import AppConfig
 
-    config = AppConfig(data_dir=args.data_dir.resolve(), image_root=args.image_root.resolve(), model=args.model,
-                       checkpoint=args.checkpoint, device=args.device, max_file_size=args.max_file_size,
-                       max_pixels=DEMO_TRAIN_PIXELS if args.demo else None, max_new_tokens=args.max_new_tokens)
-    services = Services(config)
+    given = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
+    return AppConfig(data_dir=args.data_dir.resolve(), image_root=args.image_root.resolve(), model=args.model,
+                     checkpoint=args.checkpoint, device=args.device, max_file_size=args.max_file_size,
+                     max_pixels=DEMO_TRAIN_PIXELS if args.demo else None, **given)
+
+
+def make_services(args: argparse.Namespace):
+    from ui.services import Services
+
+    services = Services(app_config(args))
     if args.demo:
         import_demo_if_empty(services)
     return services
@@ -90,11 +101,11 @@ def launch(services, host: str = "127.0.0.1", port: int = 7860, auth=None, block
 
     demo = build_ui(services)
     demo.queue(default_concurrency_limit=4)
+    services.start_background()  # score the queue while the first annotators arrive (launch may block)
     demo.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=quiet,
                 allowed_paths=[str(services.image_root), str(services.config.exports_dir)],
                 max_file_size=services.config.max_file_size, i18n=I18N, js=APP_JS, css=CSS,
                 footer_links=["api"], ssr_mode=False)
-    services.start_background()  # score the queue while the first annotators arrive
     return demo
 
 
@@ -103,10 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("REMOTE_SCORER_CACHE", str(ROOT / ".cache" / "remote_scorer"))
     args = parse_args(argv)
+    auth = read_auth(args)  # a bad auth file fails before the model is loaded
     services = make_services(args)
     print(f"Remote Scorer on http://{args.host}:{args.port} (data {args.data_dir}, images {args.image_root})")
     try:
-        launch(services, args.host, args.port, read_auth(args))
+        launch(services, args.host, args.port, auth)
     finally:
         services.close()
 

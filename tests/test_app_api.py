@@ -7,13 +7,16 @@ data directory, so the store starts with the 24 demo images and their imported c
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import queue
 import shutil
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import serve_app
+from app_server import free_port, serve_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "demo"
@@ -110,6 +113,26 @@ def test_decisions_are_in_the_store_when_the_page_shows_them(client, served):
     text_of = {c.id: c.text for c in image_captions(services.conn(), image_id)}
     assert text_of[log[0].caption_id] == first and text_of[log[2].caption_id] == third
     assert "mine **1**" in out[3]
+
+
+def test_a_verdict_lands_on_the_caption_shown_at_that_row_when_the_ranking_changed(client, served):
+    _, services = served
+    from curation.queue import record_scores
+    from curation.store import add_caption
+    from curation.views import image_captions
+
+    out = start(client, "steady")
+    image_id, shown = image_id_of(out), [row[2] for row in table_rows(out)]
+    conn = services.conn()  # meanwhile another annotator adds a caption that the model ranks first
+    added = add_caption(conn, image_id, "A caption someone else added meanwhile.", "human", author="other")
+    record_scores(conn, services.scorer()[1], [(image_id, added, 1.0)])
+    out = client.predict("steady", api_name="/accept")  # row 1 as the page showed it
+    now = [row[2] for row in table_rows(out)]
+    assert now[0] == "A caption someone else added meanwhile." and now[1:] == shown  # the page shows the change
+    out = client.predict("steady", api_name="/best_3")  # row 3 of the page as it shows it now
+    text_of = {c.id: c.text for c in image_captions(conn, image_id)}
+    assert [(d.verdict, text_of[d.caption_id]) for d in history(services, image_id)] == [
+        ("accept", shown[0]), ("best", now[2])]
 
 
 def test_undo_cancels_the_latest_decision(client, served):
@@ -259,6 +282,233 @@ def test_a_16_bit_image_is_shown_stretched(client, served, tmp_path):
     assert shown.shape[:2] == (64, 64) and shown.min() < 30 and shown.max() > 220  # stretched to the full range
 
 
+def poll_generation(client, timeout: float = 120.0) -> tuple[float, str]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        percent, status = client.predict(api_name="/generate_poll")
+        if any(f"**{end}**" in status for end in ("done", "failed", "cancelled")):
+            return percent, status
+        time.sleep(0.5)
+    raise AssertionError(f"generation did not end: {status}")
+
+
+def test_an_image_that_cannot_be_shown_is_skipped_and_named(client, served):
+    _, services = served
+    from curation.queue import next_image
+    from curation.store import get_image
+
+    conn = services.conn()
+    broken = next_image(conn, "unlucky")  # the image the queue gives this annotator first...
+    rel = get_image(conn, broken).path
+    path = services.image_path(rel)
+    away = path.with_name(path.name + ".away")
+    path.rename(away)  # ...is deleted from the image root
+    try:
+        out = start(client, "unlucky")
+        assert image_id_of(out) != broken
+        assert f"skipped image {broken}" in out[4] and rel in out[4]  # never a silent skip
+        assert conn.execute("SELECT 1 FROM leases WHERE image_id = ?", (broken,)).fetchone() is None
+        assert image_id_of(client.predict("unlucky", api_name="/skip")) != broken
+    finally:
+        away.rename(path)
+
+
+def copy_of_a_demo_image(services, name: str) -> str:
+    shutil.copy(services.image_root / "imgs" / "scene_01.png", services.image_root / "imgs" / name)
+    return f"imgs/{name}"
+
+
+def test_a_bad_stored_path_is_recorded_and_the_rest_is_scored(served):
+    _, services = served
+    from curation.store import add_caption, add_image, transaction
+    from curation.views import image_captions
+
+    conn, scorer = services.conn(), services.queue_scorer
+    assert scorer.wait(120)
+    bad = add_image(conn, copy_of_a_demo_image(services, "bad_path.png"))
+    good = add_image(conn, copy_of_a_demo_image(services, "good_path.png"))
+    for image_id in (bad, good):
+        add_caption(conn, image_id, f"A caption of image {image_id}.", "import")
+    with transaction(conn):  # a path that escapes the image root, as an old or hand-edited store may hold
+        conn.execute("UPDATE images SET path = '../outside.png' WHERE id = ?", (bad,))
+    try:
+        scorer.start()
+        assert scorer.wait(120)
+        assert "outside" in scorer.failed[bad]
+        assert all(c.score is not None for c in image_captions(conn, good, services.scorer()[1]))
+    finally:
+        with transaction(conn):
+            conn.execute("UPDATE images SET path = 'imgs/bad_path.png' WHERE id = ?", (bad,))
+
+
+def test_batch_generation_skips_an_unreadable_image_and_imports_the_rest(client, served):
+    _, services = served
+    from curation.store import add_caption, add_image
+    from curation.views import image_captions
+
+    corrupt = add_image(services.conn(), copy_of_a_demo_image(services, "corrupt.png"))
+    add_caption(services.conn(), corrupt, "A scene whose file gets damaged.", "import")
+    (services.image_root / "imgs" / "corrupt.png").write_bytes(b"not a png at all")
+    try:
+        from curation.views import ImageFilter, list_images
+
+        todo = {row.id for row in list_images(services.conn(), ImageFilter(status="unlabelled"))} - {corrupt}
+        assert "started" in client.predict("unlabelled", 1, "short", "en", api_name="/generate_start")
+        percent, status = poll_generation(client)
+        assert "**done**" in status and percent == 100, status
+        assert "imgs/corrupt.png" in status and "imgs/corrupt.png" in services.generation.snapshot()["skipped"]
+        output = Path(services.generation.snapshot()["output"]).read_text(encoding="utf-8").splitlines()
+        written = {json.loads(line)["image"] for line in output}
+        from curation.store import get_image
+
+        assert written == {get_image(services.conn(), i).path for i in todo}  # every other image got captions
+        source = f"model:{services.backbone_name()}"
+        assert all(any(c.source == source for c in image_captions(services.conn(), i)) for i in todo)
+    finally:
+        copy_of_a_demo_image(services, "corrupt.png")
+
+
+def finished_process():
+    process = mp.get_context("spawn").Process(target=time.sleep, args=(0,))
+    process.start()
+    process.join()
+    return process
+
+
+def watched_job(services):
+    """A run as the app lists it, whose training process has already ended."""
+    from curation.models import add_training_run, update_training_run
+    from ui.jobs import Job
+
+    _, active = services.scorer()
+    run_id = add_training_run(services.conn(), {"form": {}, "parent_model": active, "active_model": active})
+    update_training_run(services.conn(), run_id, "running", {})
+    job = Job(run_id=run_id, parent_model_id=active, active_model_id=active, auto_promote=False,
+              process=finished_process(), stop_event=mp.get_context("spawn").Event())
+    services.training.jobs[run_id] = job
+    return job
+
+
+class LateResult(queue.Queue):
+    """The child's last event lands just after the monitor's timed ``get`` gave up."""
+
+    def __init__(self, event: dict):
+        super().__init__()
+        self.late = event
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        if self.late is not None:
+            self.put(self.late)
+            self.late = None
+            raise queue.Empty
+        return super().get(block, timeout)
+
+
+def test_the_monitor_reads_a_result_that_arrives_as_the_process_ends(served):
+    _, services = served
+    from curation.models import get_training_run
+
+    job = watched_job(services)
+    services.training._monitor(job, LateResult({"event": "done", "checkpoint": "unused", "metrics": {"steps": 1},
+                                                "cancelled": True}))
+    assert job.status == "cancelled" and get_training_run(services.conn(), job.run_id).status == "cancelled"
+
+
+def test_a_failure_while_recording_a_run_marks_it_failed_and_frees_the_slot(served):
+    _, services = served
+    from curation.models import get_training_run
+
+    job = watched_job(services)
+    events = queue.Queue()  # a finished run without its held-out evaluation: registering it fails
+    events.put({"event": "done", "checkpoint": "unused", "metrics": {}, "cancelled": False})
+    services.training._monitor(job, events)
+    run = get_training_run(services.conn(), job.run_id)
+    assert job.status == "failed" and run.status == "failed"
+    assert "KeyError: 'evaluation'" in job.result["error"] and "KeyError" in run.metrics["error"]
+    assert services.training.running() is None  # a new run may start
+
+
+def linger_on_return(name: str, seconds: float):
+    """A thread trace that holds every ``name`` frame for ``seconds`` as it returns (the thread stays alive)."""
+    def trace(frame, event, arg):
+        if event != "call" or frame.f_code.co_name != name:
+            return None
+
+        def local(frame, event, arg):
+            if event == "return":
+                time.sleep(seconds)
+            return local
+        return local
+    return trace
+
+
+def test_a_rescan_asked_for_as_the_scorer_thread_ends_is_not_lost(served):
+    scorer = served[1].queue_scorer
+    assert scorer.wait(120)
+    time.sleep(0.2)  # the last scan's thread has ended
+    threading.settrace(linger_on_return("_run", 0.5))  # widen the scorer thread's way out
+    try:
+        scorer.start()
+        assert scorer.wait(10)  # its scan is over; the thread is on its way out
+        scorer.start()  # e.g. an import or a promotion asks for a rescan just then
+        assert scorer.wait(10), "the rescan asked for as the thread ended was lost"
+    finally:
+        threading.settrace(None)
+
+
+def test_the_start_from_choices_follow_new_model_versions(served, tiny_checkpoint):
+    _, services = served
+    import gradio as gr
+
+    from curation.models import add_model_version
+    from ui.train import empty_shown, lora_field, poll, refresh_form
+
+    first = poll(services, empty_shown())
+    assert first[7]["choices"] and first[8]["bases"]
+    assert poll(services, first[8])[7] == gr.skip()  # nothing new: the dropdown is left alone
+    new = add_model_version(services.conn(), str(tiny_checkpoint), provenance={"kind": "checkpoint"})
+    assert f"v{new}" in poll(services, first[8])[7]["choices"]  # e.g. a run ended
+    assert f"v{new}" in refresh_form(services)[0]["choices"]  # the Train tab selected
+    assert lora_field(services, f"v{new}")["value"] == 0 and "tiny" in lora_field(services, f"v{new}")["info"]
+
+
+def running_blocks(port: int, timeout: float = 60.0):
+    from gradio.blocks import Blocks
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = [b for b in Blocks.get_instances() if b.is_running and b.server_port == port]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no app is running on port {port}")
+
+
+def test_python_app_py_scores_the_queue_at_launch_and_close_stops_the_scorer(tmp_path, tiny_checkpoint_session):
+    import app
+    from ui.services import AppConfig, Services
+
+    services = Services(AppConfig(data_dir=tmp_path, image_root=DEMO, checkpoint=tiny_checkpoint_session,
+                                  max_pixels=64 * 64))
+    app.import_demo_if_empty(services)
+    port = free_port()
+    server = threading.Thread(target=app.launch, args=(services,), kwargs={"port": port, "quiet": True},
+                              daemon=True)
+    server.start()  # block=True, as `python app.py` runs it: launch returns only when the server closes
+    try:
+        scorer, deadline = services.queue_scorer, time.time() + 60
+        while scorer.scored_images < 24 and time.time() < deadline:
+            time.sleep(0.2)
+        assert scorer.scored_images >= 24 and not scorer.pending(services.scorer()[1])  # with no request made
+    finally:
+        running_blocks(port).close()
+        server.join(10)
+        services.close()
+    assert not server.is_alive() and not services.queue_scorer.running()
+    services.queue_scorer.start()  # after close nothing starts it again
+    assert not services.queue_scorer.running()
+
+
 def _wait_for(client, status: str, timeout: float = 240.0) -> tuple:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -270,9 +520,25 @@ def _wait_for(client, status: str, timeout: float = 240.0) -> tuple:
     raise AssertionError(f"training did not reach {status!r}: {out[1]}\n{out[4]}")
 
 
+def train_args(steps: int, auto_promote: bool) -> tuple:
+    return ("active model", "infonce+focal_triplet", 1.0, steps, 1e-3, 0, "all", 0.2, auto_promote)
+
+
 def train(client, steps: int, auto_promote: bool) -> str:
-    return client.predict("active model", "infonce+focal_triplet", 1.0, steps, 1e-3, 0, "all", 0.2, auto_promote,
-                          api_name="/train_start")
+    return client.predict(*train_args(steps, auto_promote), api_name="/train_start")
+
+
+def train_twice_at_once(url: str, steps: int) -> list[str]:
+    """Two browsers press Start at the same moment: the start messages, or the errors."""
+    clients = [gradio_client.Client(url, verbose=False) for _ in range(2)]
+    jobs = [c.submit(*train_args(steps, True), api_name="/train_start") for c in clients]
+    answers = []
+    for job in jobs:
+        try:
+            answers.append(job.result())
+        except gradio_client.exceptions.AppError as error:
+            answers.append(str(error))
+    return answers
 
 
 def held_out(out: tuple) -> dict[str, tuple[float, float]]:
@@ -289,7 +555,8 @@ def test_train_cancel_then_auto_promote_then_promote_by_hand_and_roll_back(clien
     probe = start(client, "prober")
     probe_id, before_scores = image_id_of(probe), {row[2]: row[3] for row in table_rows(probe)}
 
-    train(client, 200, auto_promote=True)
+    answers = train_twice_at_once(served[0], 200)  # only one run at a time, even when asked at once
+    assert sorted("started" in a for a in answers) == [False, True] and any("still running" in a for a in answers)
     _wait_for(client, "running", 60)
     assert "cancel requested" in client.predict(api_name="/train_cancel")
     _wait_for(client, "cancelled")

@@ -24,6 +24,30 @@ def test_auth_pairs_come_from_the_flag_and_the_file(tmp_path):
     users.write_text("# annotators\nann:secret\n\nbob:pa:ss\n")
     args = app.parse_args(["--image-root", str(tmp_path), "--auth", "admin:x", "--auth-file", str(users)])
     assert app.read_auth(args) == [("admin", "x"), ("ann", "secret"), ("bob", "pa:ss")]
-    users.write_text("no-colon\n")
-    with pytest.raises(ValueError, match="entry 1"):
+    users.write_text("# annotators\n\nann:secret\nno-colon\n")
+    with pytest.raises(ValueError, match=r"users\.txt:4: auth entry is not USER:PASS"):  # FILE:line
         app.read_auth(app.parse_args(["--image-root", str(tmp_path), "--auth-file", str(users)]))
+    with pytest.raises(ValueError, match="^--auth: auth entry"):
+        app.read_auth(app.parse_args(["--image-root", str(tmp_path), "--auth", "admin"]))
+
+
+def test_a_bad_auth_file_fails_before_the_app_is_built(tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("ann:secret\n:nouser\n")
+    data = tmp_path / "data"
+    with pytest.raises(ValueError, match=r"users\.txt:2"):
+        app.main(["--image-root", str(tmp_path), "--data-dir", str(data), "--auth-file", str(users)])
+    assert not data.exists()  # no store opened, no model loaded
+    with pytest.raises(FileNotFoundError, match="--auth-file"):
+        app.main(["--image-root", str(tmp_path), "--data-dir", str(data), "--auth-file", str(tmp_path / "none")])
+    assert not data.exists()
+
+
+def test_the_generation_length_defaults_to_the_library_s(tmp_path):
+    from scorer.generation import GenerationSettings
+    from ui.background import GenerateForm
+
+    default = GenerationSettings().max_new_tokens
+    assert app.app_config(app.parse_args(["--demo"])).max_new_tokens == default
+    assert GenerateForm().max_new_tokens == default
+    assert app.app_config(app.parse_args(["--demo", "--max-new-tokens", "7"])).max_new_tokens == 7

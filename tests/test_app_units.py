@@ -84,3 +84,36 @@ def test_a_localized_handler_writes_in_the_request_language_and_keeps_gradio_par
     assert say("opened_image", id=3) == "opened image 3"  # outside a request: English
     with language("zh"):
         assert say("no_image_open") == "未打开图像。"
+
+
+def test_unscored_captions_rank_last_and_the_scored_ones_best_first():
+    from curation.views import CaptionRow
+    from ui.annotate import best_first
+
+    scores = [0.1, float("nan"), 0.5, float("nan"), 0.3, -0.2]
+    rows = [CaptionRow(id=n, text=f"caption {n}", source="import", author=None, created_at="") for n in range(6)]
+    ranked = best_first(list(zip(rows, scores)))
+    assert [row.id for row, _ in ranked] == [2, 4, 0, 5, 1, 3]  # NaN last, in the store's order
+
+
+def test_a_run_uses_lora_unless_the_backbone_is_the_tiny_one(tiny_checkpoint_session, tmp_path):
+    from scorer import load_checkpoint, save_checkpoint
+    from scorer.checkpoint import CONFIG_FILE
+    from scorer.config import LoraSettings, ScorerConfig
+    from ui.backbones import LORA_RANK, LoraDefault, lora_default, resolve_lora_rank
+
+    assert lora_default(tiny_checkpoint_session) == LoraDefault(0, "tiny")  # random weights: fine-tune all
+    assert resolve_lora_rank(None, tiny_checkpoint_session) == 0
+    real = tmp_path / "real"  # a 3B scorer: its config decides, no weights are read
+    real.mkdir()
+    ScorerConfig(backbone="Qwen/Qwen2.5-VL-3B-Instruct").save(real / CONFIG_FILE)
+    assert lora_default(real) == LoraDefault(LORA_RANK, "lora") and resolve_lora_rank(None, real) == LORA_RANK
+    assert resolve_lora_rank(0, real) == 0  # the user may still ask for a full fine-tune
+
+    model, processor = load_checkpoint(tiny_checkpoint_session)
+    model.apply_lora(LoraSettings(r=4))
+    adapted = save_checkpoint(model, processor, tmp_path / "adapted")
+    assert lora_default(adapted) == LoraDefault(4, "adapters")  # a promoted LoRA model goes on with LoRA
+    assert resolve_lora_rank(None, adapted) == 4
+    with pytest.raises(ValueError, match="has LoRA adapters"):
+        resolve_lora_rank(0, adapted)

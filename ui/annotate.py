@@ -1,33 +1,40 @@
 """Annotate tab: one image, its captions ranked by the active model, verdicts from the keyboard.
 
 Handlers are plain functions ``(services, annotator, state, ...) -> AnnotateView``; the per-user state
-is a small dict of ids (``image_id``, ``selected`` row, ``skipped`` ids). Every handler that decides
-writes to the store first and then reads the view back from it, so what the page shows is what is saved.
+is a small dict of ids (``image_id``, ``selected`` row, ``skipped`` ids, ``caption_ids`` in the order the
+table shows them). A verdict goes to the caption the user saw at that row, even when the ranking changed
+since (a promotion, another annotator's caption). Every handler that decides writes to the store first and
+then reads the view back from it, so what the page shows is what is saved.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 from PIL import Image
 
+from common.paths import PathOutsideRootError
 from curation.decisions import edit_caption, record_decision, undo_last
 from curation.queue import next_image, record_scores, release_lease
 from curation.store import add_caption, get_image
 from curation.views import CaptionRow, counters, image_captions
-from scorer.images import load_image
+from scorer.images import ImageLoadError, load_image
 from ui.common import EN as TEXT_KEYS
 from ui.common import say, tr, user_errors
 from ui.services import Services
+
+log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ["", "#", "caption", "score", "source", "my verdict"]
 DISPLAY_MAX_PIXELS = 1024 * 1024
 
 
 def empty_state() -> dict:
-    return {"image_id": None, "selected": 0, "skipped": []}
+    return {"image_id": None, "selected": 0, "skipped": [], "caption_ids": []}
 
 
 @dataclass
@@ -58,8 +65,15 @@ def ranked_captions(services: Services, image_id: int) -> list[tuple[CaptionRow,
         by_text = {c.text: c.score for c in ranked.captions}
         record_scores(conn, model_id, [(image_id, row.id, by_text[row.text]) for row in rows])
         rows = image_captions(conn, image_id)
-    scored = [(row, row.score if row.score is not None else float("nan")) for row in rows]
-    return sorted(scored, key=lambda pair: -pair[1])
+    return best_first([(row, row.score if row.score is not None else float("nan")) for row in rows])
+
+
+def best_first(scored: list[tuple[CaptionRow, float]]) -> list[tuple[CaptionRow, float]]:
+    """Highest score first; unscored (NaN) captions last, in the store's order."""
+    def key(pair: tuple[CaptionRow, float]) -> tuple[bool, float]:
+        return (True, 0.0) if math.isnan(pair[1]) else (False, -pair[1])
+
+    return sorted(scored, key=key)
 
 
 def verdict_name(verdict: str) -> str:
@@ -86,6 +100,7 @@ def render(services: Services, annotator: str, state: dict, status: str = "") ->
     """The view of ``state`` as stored now."""
     image_id = state.get("image_id")
     if image_id is None:
+        state["caption_ids"] = []
         return AnnotateView(state, None, say("no_image_open"), caption_table([], annotator, 0),
                             counters_text(services, annotator), status, "")
     image = get_image(services.conn(), image_id)
@@ -96,6 +111,7 @@ def render(services: Services, annotator: str, state: dict, status: str = "") ->
     info = say("image_info", id=image.id, path=image.path, cls=image.cls or "—", sources=", ".join(sources) or "—",
                model=model_id)
     picture = load_image(services.image_path(image.path), max_pixels=DISPLAY_MAX_PIXELS)
+    state["caption_ids"] = [row.id for row, _ in ranked]  # what the table shows, row by row
     selected_text = ranked[state["selected"]][0].text if ranked else ""
     return AnnotateView(state, picture, info, caption_table(ranked, annotator, state["selected"]),
                         counters_text(services, annotator), status, selected_text)
@@ -109,23 +125,41 @@ def _require(annotator: str) -> str:
 
 
 def _selected_caption(services: Services, state: dict, row: int | None = None) -> tuple[CaptionRow, float]:
+    """The caption the page showed at ``row`` (default: the selected row), with its score now."""
     if state.get("image_id") is None:
         raise ValueError(say("err_no_image"))
-    ranked = ranked_captions(services, state["image_id"])
+    shown = state.get("caption_ids") or []
     index = state.get("selected", 0) if row is None else row
-    if not 0 <= index < len(ranked):
+    if not 0 <= index < len(shown):
         raise ValueError(say("err_no_caption_number", image=state["image_id"], number=index + 1))
-    return ranked[index]
+    by_id = {caption.id: (caption, score) for caption, score in ranked_captions(services, state["image_id"])}
+    if shown[index] not in by_id:
+        raise ValueError(say("err_no_caption_number", image=state["image_id"], number=index + 1))
+    return by_id[shown[index]]
 
 
 # -- actions -----------------------------------------------------------------------------------------
 def load_next(services: Services, annotator: str, state: dict | None) -> AnnotateView:
-    """The next image from the store's queue (uncertain first), leased to this annotator."""
+    """The next image from the store's queue (uncertain first), leased to this annotator.
+
+    An image that cannot be shown (file missing or unreadable, path outside the image root) is passed
+    over for this session, its lease released, and the status line names it.
+    """
     who = _require(annotator)
     state = dict(state or empty_state())
-    image_id = next_image(services.conn(), who, exclude=state.get("skipped", []))
-    state.update(image_id=image_id, selected=0)
-    return render(services, who, state, "" if image_id is not None else say("queue_empty"))
+    unreadable = []
+    while True:
+        image_id = next_image(services.conn(), who, exclude=state.get("skipped", []))
+        state.update(image_id=image_id, selected=0, caption_ids=[])
+        notes = [*unreadable, "" if image_id is not None else say("queue_empty")]
+        try:
+            return render(services, who, state, " · ".join(note for note in notes if note))
+        except (ImageLoadError, PathOutsideRootError) as error:
+            release_lease(services.conn(), image_id, who)
+            state["skipped"] = [*state.get("skipped", []), image_id]
+            path = get_image(services.conn(), image_id).path
+            log.warning("annotator %s: image %d (%s) skipped: %s", who, image_id, path, error)
+            unreadable.append(say("skipped_unreadable", id=image_id, path=path, error=error))
 
 
 def skip(services: Services, annotator: str, state: dict) -> AnnotateView:

@@ -35,8 +35,8 @@ def build_ui(services: Services) -> gr.Blocks:
                 browse = build_browse_tab(services)
             with gr.Tab(t("tab_data"), id="data"):
                 build_data_tab(services)
-            with gr.Tab(t("tab_train"), id="train"):
-                build_train_tab(services)
+            with gr.Tab(t("tab_train"), id="train") as train_tab:
+                train = build_train_tab(services)
             with gr.Tab(t("tab_models"), id="models") as models_tab:
                 models = build_models_tab(services)
         outputs = annotate["outputs"]
@@ -68,4 +68,5 @@ def build_ui(services: Services) -> gr.Blocks:
                                  [tabs, *outputs], api_name=False)
         browse_tab.select(browse["refresh"], None, browse["filters"], api_name=False)
         models_tab.select(models["refresh"], None, models["refresh_outputs"], api_name=False)
+        train_tab.select(train["refresh"], train["refresh_inputs"], train["refresh_outputs"], api_name=False)
     return demo

@@ -24,11 +24,13 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from common.paths import PathOutsideRootError
 from curation.importers import ImportOptions, import_file
 from curation.queue import record_scores
 from curation.store import get_image
 from curation.views import ImageFilter, image_captions, list_images
 from scorer.generation import LANGUAGES, STYLES, GenerationSettings, LocalQwenGenerator
+from scorer.images import ImageLoadError
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +64,20 @@ class QueueScorer:
         self._wanted = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
+        self._stopped = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # None once the thread has decided to end (under _lock)
         self.scored_images = 0
         self.failed: dict[int, str] = {}  # image id → why it could not be scored
 
     def start(self) -> None:
-        """Scan for unscored captions (now, or right after the scan that is running)."""
+        """Scan for unscored captions (now, or right after the scan that is running); nothing after :meth:`stop`."""
         with self._lock:
+            if self._stopped.is_set():
+                return
             self._wanted.set()
             self._idle.clear()
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="queue-scorer", daemon=True)
                 self._thread.start()
 
@@ -80,21 +85,39 @@ class QueueScorer:
         """Block until no scan is pending; return whether that happened within ``timeout``."""
         return self._idle.wait(timeout)
 
+    def running(self) -> bool:
+        """Whether the scorer's thread is at work (or about to start)."""
+        with self._lock:
+            return self._thread is not None
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """End the scans for good (at the chunk in progress); return whether the thread ended within ``timeout``."""
+        with self._lock:
+            self._stopped.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
     def _run(self) -> None:
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_PRIORITY)
         except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
             pass
-        while True:
-            with self._lock:
-                if not self._wanted.is_set():
-                    self._idle.set()
-                    return
-                self._wanted.clear()
-            try:
-                self.scan()
-            except Exception:  # noqa: BLE001 - a background thread has no caller; log and wait for the next start
-                log.exception("scoring the queue failed")
+        try:
+            while True:
+                with self._lock:
+                    if not self._wanted.is_set() or self._stopped.is_set():
+                        self._thread = None  # a start() from now on starts a new thread
+                        self._idle.set()
+                        return
+                    self._wanted.clear()
+                try:
+                    self.scan()
+                except Exception:  # noqa: BLE001 - a background thread has no caller; log and wait for the next start
+                    log.exception("scoring the queue failed")
+        finally:
+            self.services.close_conn()  # this thread's connection to the store
 
     def pending(self, model_id: int) -> list[int]:
         """Unlabelled images with a caption that has no score under ``model_id``."""
@@ -109,6 +132,8 @@ class QueueScorer:
         todo = self.pending(model_id)
         done = 0
         for start in range(0, len(todo), self.chunk):
+            if self._stopped.is_set():
+                break
             if self.services.scorer()[1] != model_id:
                 self._wanted.set()  # the next scan uses the new model
                 break
@@ -122,9 +147,17 @@ class QueueScorer:
         items, captions = [], []
         for image_id in image_ids:
             rows = image_captions(conn, image_id, model_id)
-            if rows:
+            if not rows:
+                continue
+            try:
                 path = self.services.image_path(get_image(conn, image_id).path)
-                items.append((image_id, str(path), rows))
+            except PathOutsideRootError as error:  # a bad stored path: record it, score the others
+                log.warning("queue scorer: image %d not scored: %s", image_id, error)
+                self.failed[image_id] = str(error)
+                continue
+            items.append((image_id, str(path), rows))
+        if not items:
+            return 0
         with self.services.using_model() as (scorer, current):
             if current != model_id:
                 return 0
@@ -159,7 +192,7 @@ class GenerateForm:
     scope: str = "unlabelled"
     style: str = "detailed"
     language: str = "en"
-    max_new_tokens: int = 96
+    max_new_tokens: int = GenerationSettings.max_new_tokens
     chunk: int = 4  # images per generate call (and per hold of the model)
 
     def __post_init__(self) -> None:
@@ -182,6 +215,7 @@ class GenerationJob:
     status: str = "running"  # running | importing | done | failed | cancelled
     summary: str = ""
     error: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)  # image path → why no caption was generated for it
     started: float = field(default_factory=time.time)
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -222,43 +256,70 @@ class GenerationJobs:
             job = self.jobs[max(self.jobs)]
             return {"job_id": job.job_id, "status": job.status, "done": job.done, "total": job.total,
                     "summary": job.summary, "error": job.error, "output": job.output,
-                    "elapsed": time.time() - job.started}
+                    "skipped": dict(job.skipped), "elapsed": time.time() - job.started}
 
     def _run(self, job: GenerationJob) -> None:
+        """Generate, then import whatever was written (also after a failure or a cancel)."""
+        errors = []
         try:
             self._generate(job)
-            if job.cancel.is_set():
-                job.status = "cancelled"
-            job_status = job.status
-            job.status = "importing"
-            report = import_file(self.services.conn(), "jsonl", job.output,
-                                 ImportOptions(image_root=self.services.image_root))
-            job.summary = report.summary()
-            self.services.queue_scorer.start()  # before "done": whoever waits for both sees the scan pending
-            job.status = "cancelled" if job_status == "cancelled" else "done"
         except Exception:  # noqa: BLE001 - the UI shows the failure; nothing else would see it
-            job.error, job.status = traceback.format_exc(), "failed"
-            log.exception("generation job %d failed", job.job_id)
+            errors.append(traceback.format_exc())
+            log.exception("generation job %d failed; importing what it wrote", job.job_id)
+        finally:
+            try:
+                self._import(job)
+            except Exception:  # noqa: BLE001 - as above
+                errors.append(traceback.format_exc())
+                log.exception("generation job %d: importing %s failed", job.job_id, job.output)
+            if errors:
+                job.error, job.status = "\n".join(errors), "failed"
+            else:
+                job.status = "cancelled" if job.cancel.is_set() else "done"
+            self.services.close_conn()  # this thread's connection to the store
+
+    def _import(self, job: GenerationJob) -> None:
+        if not os.path.exists(job.output):
+            return
+        job.status = "importing"
+        report = import_file(self.services.conn(), "jsonl", job.output,
+                             ImportOptions(image_root=self.services.image_root))
+        job.summary = report.summary()
+        self.services.queue_scorer.start()  # before "done": whoever waits for both sees the scan pending
 
     def _generate(self, job: GenerationJob) -> None:
         conn = self.services.conn()
         flt = ImageFilter(status="unlabelled") if job.form.scope == "unlabelled" else ImageFilter()
-        images = [(row.path, str(self.services.image_path(row.path))) for row in list_images(conn, flt)]
+        images = [row.path for row in list_images(conn, flt)]
         job.total = len(images)
         size = job.form.chunk
         with open(job.output, "w", encoding="utf-8") as out:
             for start in range(0, len(images), size):
                 if job.cancel.is_set():
                     return
-                chunk = images[start:start + size]
-                with self.services.using_model():
-                    generator = generator_for(self.services, job.form.max_new_tokens, size)
-                    captions = generator.generate_captions([p for _, p in chunk], job.form.n, job.form.style,
-                                                           job.form.language)
-                for (rel, _), texts in zip(chunk, captions):
-                    for text in (t.strip() for t in texts):
-                        if text:
-                            out.write(json.dumps({"image": rel, "caption": text, "source": caption_source(generator),
-                                                  "generator": generator.name}, ensure_ascii=False) + "\n")
-                out.flush()
-                job.done = start + len(chunk)
+                chunk = self._readable(job, images[start:start + size])
+                if chunk:
+                    with self.services.using_model():
+                        generator = generator_for(self.services, job.form.max_new_tokens, size)
+                        captions = generator.generate_captions([picture for _, picture in chunk], job.form.n,
+                                                               job.form.style, job.form.language)
+                    for (rel, _), texts in zip(chunk, captions):
+                        for text in (t.strip() for t in texts):
+                            if text:
+                                out.write(json.dumps({"image": rel, "caption": text,
+                                                      "source": caption_source(generator),
+                                                      "generator": generator.name}, ensure_ascii=False) + "\n")
+                    out.flush()
+                job.done = min(start + size, len(images))
+
+    def _readable(self, job: GenerationJob, paths: list[str]) -> list[tuple[str, object]]:
+        """(path, picture) of the images that load; the others are recorded in ``job.skipped``."""
+        processor = self.services.scorer()[0].processor
+        loaded = []
+        for rel in paths:
+            try:
+                loaded.append((rel, processor.load_images([self.services.image_path(rel)])[0]))
+            except (ImageLoadError, PathOutsideRootError) as error:
+                log.warning("generation job %d: no captions for %s: %s", job.job_id, rel, error)
+                job.skipped[rel] = str(error)
+        return loaded

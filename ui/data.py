@@ -19,6 +19,7 @@ from ui.services import Services
 
 EXPORT_SUFFIX = {"csv": ".csv", "parquet": ".parquet"}
 POLL_SECONDS = 1.0
+SHOWN_SKIPPED = 5  # unreadable images the generation status names (the log has them all)
 
 
 def import_data(services: Services, kind: str, server_path: str | None, upload: str | None,
@@ -64,6 +65,9 @@ def generation_status(services: Services) -> tuple[float, str]:
                total=job["total"], elapsed=job["elapsed"])
     if job["summary"]:
         line += say("generation_imported", summary=job["summary"])
+    if job["skipped"]:
+        files = "; ".join(f"`{path}` ({why})" for path, why in list(job["skipped"].items())[:SHOWN_SKIPPED])
+        line += "\n\n" + say("generation_skipped", count=len(job["skipped"]), files=files)
     if job["error"]:
         line += f"\n\n```\n{job['error'][-1500:]}\n```"
     return percent, line

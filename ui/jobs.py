@@ -34,6 +34,7 @@ from curation.models import (
     update_training_run,
 )
 from curation.triplets import TripletFilter, triplet_records
+from ui.backbones import resolve_lora_rank
 from ui.promotion import decide_promotion
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,14 @@ EVALUATIONS = 10  # held-out evaluations per run (each a point of the accuracy c
 
 @dataclass(frozen=True)
 class TrainForm:
-    """What the Train tab asks for. ``lora_rank`` 0 trains the whole backbone (needed for tiny)."""
+    """What the Train tab asks for. ``lora_rank`` 0 trains the whole backbone (needed for tiny); None lets
+    :func:`ui.backbones.lora_default` choose from the model the run starts from."""
 
     loss: str = "infonce+focal_triplet"
     epochs: float = 1.0
     max_steps: int | None = None
     lr: float = 1e-4
-    lora_rank: int = 0
+    lora_rank: int | None = None
     human_only: bool = False
     val_split: float = 0.2
     batch_size: int = 8
@@ -62,7 +64,7 @@ class TrainForm:
     def __post_init__(self) -> None:
         if not 0.0 < self.val_split < 1.0:
             raise ValueError(f"validation share must lie strictly between 0 and 1, got {self.val_split}")
-        if self.lora_rank < 0:
+        if self.lora_rank is not None and self.lora_rank < 0:
             raise ValueError(f"LoRA rank must be 0 or more, got {self.lora_rank}")
 
 
@@ -120,8 +122,9 @@ def _worker(config: dict, eval_spec: dict, events: mp.Queue, stop_event) -> None
         events.put({"event": "progress", "step": 0, **{f"val/{k}": v for k, v in parent.items()}})
         checkpoint, metrics = trainer.train(
             TrainConfig.from_dict(config), lambda p: events.put({"event": "progress", **p}), stop_event)
-        result = {"checkpoint": str(checkpoint), "metrics": metrics, "cancelled": stop_event.is_set()}
-        if not stop_event.is_set():
+        cancelled = stop_event.is_set()  # read once: a cancel from now on must not leave a run half evaluated
+        result = {"checkpoint": str(checkpoint), "metrics": metrics, "cancelled": cancelled}
+        if not cancelled:
             active = parent if eval_spec["active"] == eval_spec["parent"] else (
                 held_out_metrics(eval_spec["active"], val_file, image_root)[0])
             result["evaluation"] = {"primary_metric": primary, "new": held_out_metrics(str(checkpoint), val_file,
@@ -148,6 +151,7 @@ class TrainingJobs:
     def __init__(self, services):
         self.services = services
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()  # held from the check that no run is running until the new one is listed
         self.jobs: dict[int, Job] = {}
         self._context = mp.get_context("spawn")
 
@@ -157,25 +161,31 @@ class TrainingJobs:
 
     def start(self, form: TrainForm) -> int:
         """Write the run's triplets, record the run and start the training process; return the run id."""
-        if self.running() is not None:
-            raise ValueError(f"training run {self.running().run_id} is still running; cancel it or wait")
+        with self._start_lock:
+            running = self.running()
+            if running is not None:
+                raise ValueError(f"training run {running.run_id} is still running; cancel it or wait")
+            return self._start(form)
+
+    def _start(self, form: TrainForm) -> int:
         conn = self.services.conn()
+        _, active_id = self.services.scorer()
+        active_path = get_model_version(conn, active_id).path
+        parent_path = form.base_checkpoint or active_path
+        lora_rank = resolve_lora_rank(form.lora_rank, parent_path)
         records = triplet_records(conn, TripletFilter(human_only=form.human_only))
         train, val = split_by_image(records, form.val_split)
         if not train or not val:
             raise ValueError(f"{len(records)} triplets in the store ({'human only' if form.human_only else 'all'})"
                              " are too few to train and hold out; annotate or import more")
-        _, active_id = self.services.scorer()
-        active_path = get_model_version(conn, active_id).path
-        parent_path = form.base_checkpoint or active_path
         parent_id = next((v.id for v in list_model_versions(conn) if v.path == parent_path), active_id)
-        run_id = add_training_run(conn, {"form": form.__dict__, "parent_model": parent_id,
-                                         "active_model": active_id})
+        run_id = add_training_run(conn, {"form": {**form.__dict__, "lora_rank": lora_rank},
+                                         "parent_model": parent_id, "active_model": active_id})
         run_dir = self.services.config.runs_dir / f"run-{run_id:04d}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
         (run_dir / "val.json").write_text(json.dumps(val, ensure_ascii=False), encoding="utf-8")
-        config = self._train_config(form, parent_path, run_dir, len(train))
+        config = self._train_config(form, lora_rank, parent_path, run_dir, len(train))
         update_training_run(conn, run_id, "running", {"train_triplets": len(train), "val_triplets": len(val),
                                                       "config": config})
         events, stop_event = self._context.Queue(), self._context.Event()
@@ -193,15 +203,15 @@ class TrainingJobs:
                  run_id, process.pid, len(train), len(val))
         return run_id
 
-    def _train_config(self, form: TrainForm, parent_path: str, run_dir: Path, n_train: int) -> dict:
+    def _train_config(self, form: TrainForm, lora_rank: int, parent_path: str, run_dir: Path, n_train: int) -> dict:
         """The trainer's config; held-out evaluation about EVALUATIONS times per run, for the accuracy curves."""
         from trainer.config import TrainConfig
 
         steps = form.max_steps or math.ceil(form.epochs * math.ceil(n_train / form.batch_size))
 
         config = TrainConfig(
-            init_checkpoint=parent_path, train_backbone="lora" if form.lora_rank > 0 else "full",
-            lora_r=max(form.lora_rank, 1), loss=form.loss, epochs=form.epochs, max_steps=form.max_steps or None,
+            init_checkpoint=parent_path, train_backbone="lora" if lora_rank > 0 else "full",
+            lora_r=max(lora_rank, 1), loss=form.loss, epochs=form.epochs, max_steps=form.max_steps or None,
             lr=form.lr, batch_size=form.batch_size, max_pixels=form.max_pixels,
             train_file=str(run_dir / "train.json"), val_file=str(run_dir / "val.json"),
             image_root=str(self.services.image_root), output_dir=str(run_dir / "out"), log_every=1,
@@ -217,9 +227,13 @@ class TrainingJobs:
             try:
                 event = events.get(timeout=0.5)
             except queue_module.Empty:
-                if not job.process.is_alive():
+                if job.process.is_alive():
+                    continue
+                try:  # its last events may have landed after the timeout
+                    event = events.get_nowait()
+                except queue_module.Empty:
                     outcome = {"event": "error", "message": f"training process exited with {job.process.exitcode}"}
-                continue
+                    continue
             kind = event.pop("event", "")
             with self._lock:
                 if kind == "progress":
@@ -229,15 +243,29 @@ class TrainingJobs:
                 else:
                     outcome = {"event": kind, **event}
         job.process.join(timeout=30)
-        self._finish(job, outcome)
+        try:
+            self._finish(job, outcome)
+        except Exception:  # noqa: BLE001 - the run must not stay "running" and block every later one
+            log.exception("training run %d: recording its outcome failed", job.run_id)
+            self._fail(job, traceback.format_exc())
+        finally:
+            self.services.close_conn()  # this thread's connection to the store
+
+    def _fail(self, job: Job, error: str) -> None:
+        """Mark the job and the store's run failed, with the traceback."""
+        with self._lock:
+            job.log.append(error)
+            job.result = {"error": error}
+            job.status = "failed"
+        update_training_run(self.services.conn(), job.run_id, "failed", {"error": error[-2000:]})
 
     def _finish(self, job: Job, outcome: dict) -> None:
         conn = self.services.conn()
         if outcome["event"] == "error":
-            status, job.result = "failed", {"error": outcome["message"]}
-            job.log.append(outcome["message"])
-            update_training_run(conn, job.run_id, status, {"error": outcome["message"][-2000:]})
-        elif outcome.get("cancelled"):
+            self._fail(job, outcome["message"])
+            log.info("training run %d failed", job.run_id)
+            return
+        if outcome.get("cancelled"):
             status, job.result = "cancelled", outcome
             update_training_run(conn, job.run_id, status, {"train": outcome.get("metrics", {})})
         else:

@@ -18,6 +18,7 @@ from pathlib import Path
 from curation.models import active_model, add_model_version, get_model_version, list_model_versions, set_active_model
 from curation.store import open_store
 from scorer import Scorer, is_checkpoint, new_scorer, save_checkpoint
+from scorer.generation import GenerationSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class AppConfig:
     device: str | None = None  # None: cuda when available, else cpu
     max_file_size: str = DEFAULT_MAX_UPLOAD
     max_pixels: int | None = None  # training images are shrunk to this many pixels (None: model default)
-    max_new_tokens: int = 96  # length limit of a generated candidate caption
+    max_new_tokens: int = GenerationSettings.max_new_tokens  # length limit of a generated candidate caption
 
     @property
     def db_path(self) -> Path:
@@ -98,6 +99,13 @@ class Services:
             conn = open_store(self.config.db_path)
             self._local.conn = conn
         return conn
+
+    def close_conn(self) -> None:
+        """Close this thread's connection to the store (a thread that ends calls it); :meth:`conn` reopens."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
 
     # -- the active model ----------------------------------------------------------------------------
     def scorer(self) -> tuple[Scorer, int]:
@@ -185,5 +193,9 @@ class Services:
         return resolve_inside(self.image_root, rel_path)
 
     def close(self) -> None:
+        """Stop the background work: the queue scorer (for good), training runs, the generation job."""
+        if not self.queue_scorer.stop():
+            log.warning("the queue scorer did not stop within its timeout")
         self.training.cancel_all()
         self.generation.cancel()
+        self.close_conn()

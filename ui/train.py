@@ -6,7 +6,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from curation.models import list_model_versions
+from curation.models import get_model_version, list_model_versions
+from ui.backbones import lora_default
 from ui.common import localized, say, tr, user_errors
 from ui.jobs import TrainForm
 from ui.promotion import promotion_text
@@ -29,11 +30,41 @@ def start_training(services: Services, base: str | None, loss: str, epochs: floa
             raise ValueError(f"unknown model version {base!r}")
         base_path = versions[base]
     form = TrainForm(loss=loss, epochs=float(epochs), max_steps=int(max_steps) if max_steps else None,
-                     lr=float(lr), lora_rank=int(lora_rank or 0), human_only=triplets == "human",
+                     lr=float(lr), lora_rank=None if lora_rank in (None, "") else int(lora_rank),
+                     human_only=triplets == "human",
                      val_split=float(val_split), max_pixels=max_pixels or services.config.max_pixels,
                      base_checkpoint=base_path, auto_promote=bool(auto_promote))
     run_id = services.training.start(form)
     return say("train_started", run=run_id)
+
+
+def base_choices(services: Services) -> list[str]:
+    """The "Start from" choices: the active model, then every model version."""
+    return [ACTIVE, *[f"v{v.id}" for v in list_model_versions(services.conn())]]
+
+
+def lora_field(services: Services, base: str | None = ACTIVE) -> dict:
+    """Value and explanation of the LoRA-rank box for a run starting from ``base`` (``ui.backbones``)."""
+    conn = services.conn()
+    if base in (None, "", ACTIVE):
+        model_id = services.scorer()[1]
+    elif base.startswith("v") and base[1:].isdigit():
+        model_id = int(base[1:])
+    else:
+        raise ValueError(f"unknown model version {base!r}")
+    version = get_model_version(conn, model_id)
+    if version is None:
+        raise ValueError(f"unknown model version {base!r}")
+    default = lora_default(version.path)
+    return {"value": default.rank, "info": say(f"lora_default_{default.reason}", model=f"v{model_id}",
+                                               rank=default.rank)}
+
+
+def refresh_form(services: Services, base: str | None = ACTIVE) -> tuple[dict, dict]:
+    """(Start-from dropdown, LoRA-rank box) as the store has them now: new versions, the active model's default."""
+    choices = base_choices(services)
+    return (gr.update(choices=choices, value=base if base in choices else ACTIVE),
+            gr.update(**lora_field(services, base if base in choices else ACTIVE)))
 
 
 def progress_frames(progress: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,8 +136,11 @@ def evaluation_table(snapshot: dict | None) -> pd.DataFrame:
 
 
 def poll(services: Services, shown: dict | None = None) -> tuple:
-    """(progress %, status, loss plot, accuracy plot, log, evaluation, promote button, plots ``shown``)."""
+    """(progress %, status, loss plot, accuracy plot, log, evaluation, promote button, Start-from dropdown,
+    ``shown``); the dropdown gets new choices when the model versions changed (a run ended)."""
     shown = shown or empty_shown()
+    choices = base_choices(services)
+    bases = gr.update(choices=choices) if choices != shown.get("bases") else gr.skip()
     snapshot = services.training.snapshot()
     fraction, status = progress_fraction(snapshot)
     losses, accuracies = progress_frames(snapshot["progress"] if snapshot else [])
@@ -116,11 +150,12 @@ def poll(services: Services, shown: dict | None = None) -> tuple:
     can_promote = bool(snapshot and snapshot["status"] == "done"
                        and snapshot["model_version_id"] != services.scorer()[1])  # not when already active
     return (round(100 * fraction, 1), status, loss_plot, acc_plot, log_text, evaluation_table(snapshot),
-            gr.update(interactive=can_promote), {"loss": shown_loss, "accuracy": shown_acc})
+            gr.update(interactive=can_promote), bases, {"loss": shown_loss, "accuracy": shown_acc, "bases": choices})
 
 
 def empty_shown() -> dict:
-    return {name: {"data": [], "colours": []} for name in ("loss", "accuracy")}
+    """What a new browser holds: no plotted series, no Start-from choices known (the first poll sends them)."""
+    return {"loss": {"data": [], "colours": []}, "accuracy": {"data": [], "colours": []}, "bases": None}
 
 
 def promote_latest(services: Services) -> str:
@@ -133,15 +168,16 @@ def promote_latest(services: Services) -> str:
 
 def build_train_tab(services: Services) -> dict:
     t = tr
-    bases = [ACTIVE, *[f"v{v.id}" for v in list_model_versions(services.conn())]]
+    lora = lora_field(services)
     with gr.Row():
         with gr.Column(scale=1):
-            base = gr.Dropdown(bases, value=ACTIVE, label=t("base_model"))
+            base = gr.Dropdown(base_choices(services), value=ACTIVE, label=t("base_model"))
             loss = gr.Dropdown(LOSSES, value=LOSSES[0], label=t("loss"))
             epochs = gr.Number(1.0, label=t("epochs"), minimum=0.01)
             max_steps = gr.Number(20, label=t("max_steps"), precision=0, minimum=0, elem_id="train-max-steps")
             lr = gr.Number(1e-4, label=t("lr"), minimum=0)
-            lora_rank = gr.Number(0, label=t("lora_rank"), precision=0, minimum=0)
+            lora_rank = gr.Number(lora["value"], label=t("lora_rank"), info=lora["info"], precision=0, minimum=0,
+                                  elem_id="train-lora-rank")
             triplets = gr.Radio([("all", "all"), ("human only", "human")], value="all", label=t("which_triplets"))
             val_split = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label=t("val_split"))
             auto_promote = gr.Checkbox(True, label=t("auto_promote"), info=t("auto_promote_info"),
@@ -164,7 +200,7 @@ def build_train_tab(services: Services) -> dict:
             log_box = gr.Textbox(label=t("log"), lines=8, max_lines=8, interactive=False, autoscroll=True)
     timer = gr.Timer(POLL_SECONDS)
     shown = gr.State(empty_shown())  # which series this browser's plots hold and colour
-    poll_outputs = [percent, status, loss_plot, acc_plot, log_box, evaluation, promote_btn, shown]
+    poll_outputs = [percent, status, loss_plot, acc_plot, log_box, evaluation, promote_btn, base, shown]
     timer.tick(localized(lambda seen: poll(services, seen)), shown, poll_outputs, api_name="train_poll",
                show_progress="hidden", concurrency_limit=None)
     start_btn.click(user_errors(lambda *a: start_training(services, *a)),
@@ -173,4 +209,7 @@ def build_train_tab(services: Services) -> dict:
     cancel_btn.click(localized(lambda: say("cancel_requested" if services.training.cancel() else "no_run_running")),
                      None, message, api_name="train_cancel")
     promote_btn.click(user_errors(lambda: promote_latest(services)), None, message, api_name="train_promote")
-    return {"timer": timer, "message": message, "promote": promote_btn}
+    base.input(user_errors(lambda b: gr.update(**lora_field(services, b))), base, lora_rank, api_name=False)
+    return {"timer": timer, "message": message, "promote": promote_btn,
+            "refresh": localized(lambda b: refresh_form(services, b)), "refresh_inputs": [base],
+            "refresh_outputs": [base, lora_rank]}
