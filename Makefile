@@ -5,7 +5,7 @@ STAMP := $(VENV)/.requirements-installed
 export REMOTE_SCORER_CACHE ?= $(CURDIR)/.cache/remote_scorer
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo lint bench learning-check
+.PHONY: setup chromium test test-fast demo lint bench learning-check
 
 ## setup: create or update the virtual environment from requirements.txt (VENV=... to put it elsewhere)
 setup: $(STAMP)
@@ -16,8 +16,15 @@ $(STAMP): requirements.txt
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-## test: the whole suite (browser tests skip with a reason when chromium is missing)
-test: setup
+## chromium: Debian's headless Chromium for the Playwright browser tests (playwright's own download
+## does not work offline); without root or apt-get the browser tests skip and say why
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium is not installed: the browser tests will be skipped (apt-get install chromium)"
+
+## test: the whole suite
+test: setup chromium
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: everything but the tests marked slow
