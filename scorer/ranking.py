@@ -141,16 +141,24 @@ class Scorer:
         return cls(model, processor, checkpoint_version(checkpoint), batch_size, EmbeddingCache(cache_dir))
 
     # -- embedding -----------------------------------------------------------------------------------
-    def _embed(self, kind: str, keys: list[str], items: list, prepare: Callable[[list], dict],
-               order: list[int], on_progress: ProgressCallback | None) -> torch.Tensor:
-        """Look each key up in the cache; encode the misses in batches taken in ``order``."""
+    def _embed(self, kind: str, keys: list[str], items: list, on_progress: ProgressCallback | None) -> torch.Tensor:
+        """Look each key up in the cache; encode the misses (each distinct content once) in batches."""
         vectors: list[np.ndarray | None] = [self.cache.get(self.model_version, kind, key) for key in keys]
-        todo = [i for i in order if vectors[i] is None]
+        todo = [i for i in range(len(keys)) if vectors[i] is None]
         first_of: dict[str, int] = {}
         unique = [i for i in todo if first_of.setdefault(keys[i], i) == i]  # identical content: encode once
-        batches = [unique[start:start + self.batch_size] for start in range(0, len(unique), self.batch_size)]
+        inputs = [items[i] for i in unique]
+        if kind == "text":
+            # One tokenizer call for all captions to encode; batches in token-length order cut padding.
+            tokens = self.processor.tokenize(inputs)
+            order = sorted(range(len(unique)), key=lambda n: len(tokens[n]))
+            unique, inputs = [unique[n] for n in order], [tokens[n] for n in order]
+        prepare = self.processor.images if kind == "image" else self.processor.pad
         encode = self.model.encode_images if kind == "image" else self.model.encode_texts
-        for number, inputs in enumerate(self._prepared(prepare, [[items[i] for i in b] for b in batches])):
+        starts = range(0, len(unique), self.batch_size)
+        batches = [unique[start:start + self.batch_size] for start in starts]
+        prepared = self._prepared(prepare, [inputs[start:start + self.batch_size] for start in starts])
+        for number, inputs in enumerate(prepared):
             with torch.inference_mode():
                 embedded = encode(**{k: v.to(self.device) for k, v in inputs.items()}).float().cpu().numpy()
             for i, vector in zip(batches[number], embedded):
@@ -183,14 +191,11 @@ class Scorer:
 
         ``on_progress(done, total)`` is called after each batch; total counts what the cache lacks.
         """
-        keys = [image_key(path) for path in images]
-        return self._embed("image", keys, list(images), self.processor.images, list(range(len(keys))), on_progress)
+        return self._embed("image", [image_key(path) for path in images], list(images), on_progress)
 
     def embed_texts(self, texts: Sequence[str], on_progress: ProgressCallback | None = None) -> torch.Tensor:
-        """Captions → (m, d); batches are taken in length order to cut padding."""
-        keys = [content_hash(text.encode("utf-8")) for text in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        return self._embed("text", keys, list(texts), self.processor.texts, order, on_progress)
+        """Captions → (m, d); batches are taken in token-length order to cut padding."""
+        return self._embed("text", [content_hash(text.encode("utf-8")) for text in texts], list(texts), on_progress)
 
     # -- scoring -------------------------------------------------------------------------------------
     def embed_both(self, images: Sequence[str], texts: Sequence[str],

@@ -36,14 +36,18 @@ class DualEncoderProcessor:
 
     def texts(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """→ {"input_ids": (n, seq), "attention_mask": (n, seq)}; over-long captions are truncated."""
+        return self.pad(self.tokenize(texts))
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Captions → token ids, truncated to ``max_text_tokens``, not padded (one tokenizer call)."""
         for index, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"caption {index} is empty or not a string: {text!r}")
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_text_tokens,
-            return_tensors="pt",
-        )
+        if not texts:
+            return []
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_text_tokens)["input_ids"]
+
+    def pad(self, token_ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+        """Token id lists → a right-padded batch {"input_ids", "attention_mask"} (n, seq)."""
+        batch = self.tokenizer.pad({"input_ids": list(token_ids)}, padding=True, return_tensors="pt")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
