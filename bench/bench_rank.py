@@ -47,14 +47,17 @@ def build_items(n_images: int, n_captions: int) -> list[tuple[str, list[str]]]:
 
 
 def per_pair(scorer, items) -> float:
-    """The original project: one image and one caption per forward, nothing reused."""
+    """The original project's ``SimilarityScorer.score``: one image and one caption per forward, nothing
+    reused, the caption through the full processor call as it did (``processor(text=[...])``, same token
+    ids as the bare tokenizer). Its 512×512 upscaling of every image is left out: same inputs both sides."""
     model, processor = scorer.model, scorer.processor
     start = time.perf_counter()
     with torch.inference_mode():
         for image, captions in items:
             for caption in captions:
                 image_emb = model.encode_images(**processor.images([image]))
-                text_emb = model.encode_texts(**processor.texts([caption]))
+                text = processor.processor(text=[caption], padding=True, truncation=True, return_tensors="pt")
+                text_emb = model.encode_texts(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
                 float(image_emb[0] @ text_emb[0])
     return time.perf_counter() - start
 
