@@ -24,10 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+from common.files import atomic_output
 from common.paths import PathOutsideRootError, resolve_inside
 
 EXIT_BAD_INPUT = 2
@@ -122,20 +122,6 @@ def load_scorer(args: argparse.Namespace, device):
     return Scorer(model, processor, f"untrained-{args.model}", args.batch_size, EmbeddingCache(args.cache_dir))
 
 
-def check_images_decode(records: list[dict]) -> None:
-    """Open every distinct image once before any model work: an unreadable one names its record."""
-    from scorer import ImageLoadError, load_image
-
-    seen: set[str] = set()
-    for record in records:
-        if record["_resolved"] not in seen:
-            seen.add(record["_resolved"])
-            try:
-                load_image(record["_resolved"], max_pixels=64 * 64)  # decode check; a small budget is enough
-            except ImageLoadError as err:
-                raise InputError(f"record {record['_index']}: {err}") from None
-
-
 def score_records(scorer, records: list[dict], rank: bool, progress=None) -> list[dict]:
     """Score (or rank) this process's records; each image and caption is encoded once."""
     if rank:
@@ -158,8 +144,9 @@ def score_my_share(args: argparse.Namespace, accelerator, mine: list[dict]) -> t
     """This process's (index, result) pairs, or the error that stopped it (reported by every process)."""
     from tqdm.auto import tqdm
 
+    from scorer import ImageLoadError
+
     try:
-        check_images_decode(mine)
         scorer = load_scorer(args, args.device or accelerator.device)
         with tqdm(desc=f"encoding (process {accelerator.process_index})", unit="item", leave=False,
                   disable=not mine) as bar:
@@ -168,17 +155,11 @@ def score_my_share(args: argparse.Namespace, accelerator, mine: list[dict]) -> t
                 bar.update(done - bar.n)
 
             results = score_records(scorer, mine, args.rank, progress)
-    except InputError as err:
-        return [], str(err)
+    except ImageLoadError as err:  # the file the scorer could not read → the first record that names it
+        index = next((r["_index"] for r in mine if r["_resolved"] == err.path), "?")
+        return [], f"record {index}: {err}"
     logging.info("process %d/%d scored %d records", accelerator.process_index, accelerator.num_processes, len(mine))
     return list(zip([r["_index"] for r in mine], results)), None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary sibling, then rename: an interrupted run never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json_input:
         print(f"image: {args.image_path}\ntext: {args.text}\nsimilarity_score: {ordered[0]['similarity_score']:.4f}")
     elif args.json_output:
-        write_atomically(Path(args.json_output), json.dumps(ordered, ensure_ascii=False, indent=2))
+        with atomic_output(Path(args.json_output)) as handle:  # an interrupted run never leaves half a file
+            handle.write(json.dumps(ordered, ensure_ascii=False, indent=2))
         print(f"wrote {len(ordered)} results to {args.json_output}")
     else:
         print(json.dumps(ordered, ensure_ascii=False, indent=2))

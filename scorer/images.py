@@ -30,7 +30,14 @@ _TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
 class ImageLoadError(ValueError):
-    """An image file is missing, unreadable or of a layout we cannot turn into RGB."""
+    """An image file is missing, unreadable or of a layout we cannot turn into RGB.
+
+    ``path`` is the file, so a caller can name the record that points at it.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
 
 
 def stretch_to_uint8(band: np.ndarray, percentiles: tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:
@@ -117,12 +124,12 @@ def load_image(
         return fit_pixel_budget(_pil_to_rgb(source), min_pixels, max_pixels)
     path = Path(source)
     if not path.is_file():
-        raise ImageLoadError(f"image file not found: {path}")
+        raise ImageLoadError(f"image file not found: {path}", path)
     try:
         with Image.open(path) as opened:
             if opened.size[0] * opened.size[1] > MAX_DECODE_PIXELS:
                 raise ImageLoadError(f"image {path} has {opened.size[0]}×{opened.size[1]} pixels, more than "
-                                     f"{MAX_DECODE_PIXELS:,}; tile the scene first")
+                                     f"{MAX_DECODE_PIXELS:,}; tile the scene first", path)
             if max_pixels and path.suffix.lower() not in _TIFF_SUFFIXES:
                 opened.draft("RGB", _draft_size(opened.size, max_pixels))  # JPEG: decode at lower res
             try:
@@ -133,12 +140,12 @@ def load_image(
                 rgb = _open_tiff(path)
     except UnidentifiedImageError:
         if path.suffix.lower() not in _TIFF_SUFFIXES:
-            raise ImageLoadError(f"cannot read image {path}: not a recognised image format") from None
+            raise ImageLoadError(f"cannot read image {path}: not a recognised image format", path) from None
         rgb = _open_tiff_or_fail(path)
     except ImageLoadError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageLoadError(f"cannot read image {path}: {err}") from err
+        raise ImageLoadError(f"cannot read image {path}: {err}", path) from err
     return fit_pixel_budget(rgb, min_pixels, max_pixels)
 
 
@@ -146,7 +153,7 @@ def _open_tiff_or_fail(path: Path) -> Image.Image:
     try:
         return _open_tiff(path)
     except Exception as err:  # tifffile raises many types; all mean "this file is unreadable"
-        raise ImageLoadError(f"cannot read image {path}: {err}") from err
+        raise ImageLoadError(f"cannot read image {path}: {err}", path) from err
 
 
 def _draft_size(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:

@@ -245,7 +245,7 @@ def image_key(path: str | os.PathLike[str]) -> str:
     try:
         return content_hash(Path(path).read_bytes())
     except OSError as err:
-        raise ImageLoadError(f"cannot read image {path}: {err.strerror or err}") from err
+        raise ImageLoadError(f"cannot read image {path}: {err.strerror or err}", path) from err
 
 
 def checkpoint_version(checkpoint: str | os.PathLike[str]) -> str:

@@ -1,17 +1,15 @@
-"""Shared by exporters: the report and atomic writing (a file appears whole or not at all)."""
+"""Shared by exporters: the report and the record writers (atomic, through common.files)."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pandas as pd
+
+from common.files import atomic_output
 
 
 @dataclass(frozen=True)
@@ -19,21 +17,6 @@ class ExportReport:
     kind: str
     file: str
     records: int
-
-
-@contextmanager
-def atomic_output(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Write to a temporary file beside ``path`` and move it into place when the block succeeds."""
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder of the export file {path} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, encoding="utf-8" if "b" not in mode else None) as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json_records(path: Path, records: Iterable[dict]) -> int:
