@@ -178,7 +178,7 @@ class TripletCollator:
                 for caption in captions:
                     pairs[group][0].append(texts.setdefault(caption, len(texts)))
                     pairs[group][1].append(row)
-        pixels = self.processor.processor.image_processor(images=pil_images, return_tensors="pt")
+        pixels = self.processor.pixels(pil_images)
         tokens = self.processor.texts(list(texts))
         return TripletBatch(
             pixel_values=pixels["pixel_values"], image_grid_thw=pixels["image_grid_thw"],

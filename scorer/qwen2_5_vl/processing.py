@@ -31,7 +31,11 @@ class DualEncoderProcessor:
 
     def images(self, images: Sequence[str | os.PathLike[str] | Image.Image]) -> dict[str, torch.Tensor]:
         """→ {"pixel_values": (n_patches, C·T·P·P), "image_grid_thw": (n_images, 3)}."""
-        batch = self.processor.image_processor(images=self.load_images(images), return_tensors="pt")
+        return self.pixels(self.load_images(images))
+
+    def pixels(self, loaded: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """Images already through :meth:`load_images` (e.g. then augmented) → the vision tower's input."""
+        batch = self.processor.image_processor(images=list(loaded), return_tensors="pt")
         return {"pixel_values": batch["pixel_values"], "image_grid_thw": batch["image_grid_thw"]}
 
     def texts(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
