@@ -101,6 +101,19 @@ def pending_images(images: Sequence[Path], output: str | os.PathLike[str],
     return {path: field for path, field in fields.items() if field not in done}
 
 
+def caption_source(generator: CaptionGenerator) -> str:
+    """The store's ``source`` of a generated caption: ``model:<model name>``."""
+    return f"model:{generator.model_name}"
+
+
+def candidate_lines(generator: CaptionGenerator, image_fields: Sequence[str],
+                    captions: Sequence[Sequence[str]]) -> list[dict]:
+    """The store's candidate records (docs/formats.md) for each image's generated captions."""
+    source = caption_source(generator)
+    return [{"image": field, "caption": text, "source": source, "generator": generator.name}
+            for field, texts in zip(image_fields, captions) for text in texts]
+
+
 def write_candidates(generator: CaptionGenerator, pending: dict[Path, str], output: str | os.PathLike[str],
                      n: int, style: str = "detailed", language: str = "en", chunk: int = 16,
                      on_progress: ProgressCallback | None = None) -> int:
@@ -109,15 +122,13 @@ def write_candidates(generator: CaptionGenerator, pending: dict[Path, str], outp
     ``pending`` maps image files to their ``image`` field (:func:`pending_images`). → lines written.
     """
     todo = list(pending)
-    source = f"model:{generator.model_name}"
     written = 0
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
         progress = None if on_progress is None else (
             lambda done, _total, start=start: on_progress(start + done, len(todo)))
         captions = generator.generate_captions([str(p) for p in part], n, style, language, progress)
-        lines = [{"image": pending[path], "caption": text, "source": source, "generator": generator.name}
-                 for path, texts in zip(part, captions) for text in texts]
+        lines = candidate_lines(generator, [pending[path] for path in part], captions)
         with open(output, "a", encoding="utf-8") as handle:  # opened per chunk: a failed first chunk leaves no file
             handle.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
         written += len(lines)

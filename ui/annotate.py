@@ -235,7 +235,8 @@ def add(services: Services, annotator: str, state: dict, text: str) -> AnnotateV
 
 def generate(services: Services, annotator: str, state: dict, n: float) -> AnnotateView:
     """Write ``n`` candidate captions of the open image with the active backbone; they join the ranked list."""
-    from ui.background import caption_source, generator_for
+    from scorer.generate import caption_source
+    from ui.background import generator_for
 
     who = (annotator or "").strip()
     state = dict(state or empty_state())
@@ -248,8 +249,9 @@ def generate(services: Services, annotator: str, state: dict, n: float) -> Annot
     with services.using_model():
         generator = generator_for(services, services.config.max_new_tokens, batch_size=1)
         texts = generator.generate_captions([str(path)], count)[0]
-    added = {add_caption(services.conn(), state["image_id"], text.strip(), caption_source(generator),
-                         author=generator.name) for text in texts if text.strip()}
+    # the generator returns cleaned, non-empty, distinct captions
+    added = {add_caption(services.conn(), state["image_id"], text, caption_source(generator), author=generator.name)
+             for text in texts}
     return render(services, who, state, say("generated", count=len(added), source=caption_source(generator)))
 
 

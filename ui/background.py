@@ -29,6 +29,7 @@ from curation.importers import ImportOptions, import_file
 from curation.queue import record_scores
 from curation.store import get_image
 from curation.views import ImageFilter, image_captions, list_images
+from scorer.generate import candidate_lines
 from scorer.generation import LANGUAGES, STYLES, GenerationSettings, LocalQwenGenerator
 from scorer.images import ImageLoadError
 
@@ -47,11 +48,6 @@ def generator_for(services, max_new_tokens: int, batch_size: int = 4) -> LocalQw
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
     return LocalQwenGenerator(scorer.model, scorer.processor, settings,
                               model_name=model_label(services.backbone_name()))
-
-
-def caption_source(generator: LocalQwenGenerator) -> str:
-    """The store's ``source`` of a generated caption, as ``python -m scorer.generate`` writes it."""
-    return f"model:{generator.model_name}"
 
 
 # -- scoring the queue ------------------------------------------------------------------------------------
@@ -303,12 +299,9 @@ class GenerationJobs:
                         generator = generator_for(self.services, job.form.max_new_tokens, size)
                         captions = generator.generate_captions([picture for _, picture in chunk], job.form.n,
                                                                job.form.style, job.form.language)
-                    for (rel, _), texts in zip(chunk, captions):
-                        for text in (t.strip() for t in texts):
-                            if text:
-                                out.write(json.dumps({"image": rel, "caption": text,
-                                                      "source": caption_source(generator),
-                                                      "generator": generator.name}, ensure_ascii=False) + "\n")
+                    # the generator returns cleaned, non-empty, distinct captions
+                    out.writelines(json.dumps(line, ensure_ascii=False) + "\n"
+                                   for line in candidate_lines(generator, [rel for rel, _ in chunk], captions))
                     out.flush()
                 job.done = min(start + size, len(images))
 
