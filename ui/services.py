@@ -158,16 +158,14 @@ class Services:
             path = Path(self.config.checkpoint).resolve()
             if not is_checkpoint(path):
                 raise FileNotFoundError(f"--checkpoint {path} is not a scorer checkpoint")
-            known = {v.path: v.id for v in list_model_versions(conn)}
-            model_id = known.get(str(path)) or add_model_version(
-                conn, str(path), provenance={"kind": "checkpoint", "given": str(self.config.checkpoint)})
+            provenance = {"kind": "checkpoint", "given": str(self.config.checkpoint)}
         elif (current := active_model(conn)) is not None:
             return current.id
         else:
             path = self._base_checkpoint(self.config.model)
-            known = {v.path: v.id for v in list_model_versions(conn)}
-            model_id = known.get(str(path)) or add_model_version(
-                conn, str(path), provenance={"kind": "base", "model": self.config.model})
+            provenance = {"kind": "base", "model": self.config.model}
+        known = {v.path: v.id for v in list_model_versions(conn)}  # a path seen before keeps its version
+        model_id = known.get(str(path)) or add_model_version(conn, str(path), provenance=provenance)
         set_active_model(conn, model_id)
         return model_id
 
