@@ -21,26 +21,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from real_size import random_real_size_scorer  # noqa: E402  (bench/, beside this script)
+
 from scorer.generation import GenerationSettings, LocalQwenGenerator  # noqa: E402
-
-
-def random_real_size_model(config_dir: str, device: str, dtype: torch.dtype):
-    """Qwen2.5-VL at the size of ``config_dir``'s config.json, random weights, the tiny backbone's processor."""
-    from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    from scorer.config import ScorerConfig
-    from scorer.model import DualEncoder
-    from scorer.qwen2_5_vl import DualEncoderProcessor
-    from scorer.qwen2_5_vl.backbone import resolve_backbone_path
-
-    config = Qwen2_5_VLConfig.from_pretrained(config_dir)
-    torch.manual_seed(0)
-    with torch.device(device):
-        qwen = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype).eval()
-    processor = AutoProcessor.from_pretrained(resolve_backbone_path("tiny"))  # same vocabulary and patching
-    processor.tokenizer.padding_side = "right"
-    model = DualEncoder(qwen, ScorerConfig(backbone=f"random:{Path(config_dir).name}")).to(device).eval()
-    return model, DualEncoderProcessor(processor)
 
 
 def load_model(args: argparse.Namespace):
@@ -49,7 +32,7 @@ def load_model(args: argparse.Namespace):
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     if args.real_size:
-        return random_real_size_model(args.real_size, str(device), dtype)
+        return random_real_size_scorer(args.real_size, str(device), dtype)
     return new_scorer(args.model, device=str(device), dtype=dtype)
 
 

@@ -79,26 +79,11 @@ def batched(scorer, items) -> tuple[float, float]:
 def real_size_towers(repeats: int = 3) -> None:
     """Per-image and per-caption time of the real 3B towers in bf16 on this machine's CPU."""
     from PIL import Image
-    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+    from real_size import random_real_size_scorer  # bench/, beside this script
 
-    from scorer import DualEncoder, ScorerConfig
-    from scorer.qwen2_5_vl.processing import DualEncoderProcessor
-    from scorer.qwen2_5_vl.tiny import ensure_tiny_backbone
-
-    config = AutoConfig.from_pretrained(REFERENCE_3B)
     start = time.perf_counter()
-    with torch.device("meta"):
-        qwen = Qwen2_5_VLForConditionalGeneration(config)
-    qwen = qwen.to_empty(device="cpu").to(torch.bfloat16)
-    with torch.no_grad():
-        for param in qwen.parameters():
-            param.normal_(0.0, 0.02)  # random weights: speed does not depend on their values
-    qwen.tie_weights()
-    model = DualEncoder(qwen, ScorerConfig(backbone=str(REFERENCE_3B))).eval()
+    model, processor = random_real_size_scorer(REFERENCE_3B, "cpu", torch.bfloat16, max_pixels=12845056)
     print(f"real-size 3B built with random bf16 weights in {time.perf_counter() - start:.0f} s")
-    from transformers import AutoProcessor
-
-    processor = DualEncoderProcessor(AutoProcessor.from_pretrained(ensure_tiny_backbone(), max_pixels=12845056))
     image = str(UCM / "imgs" / "1.png") if UCM.is_dir() else Image.new("RGB", (256, 256))
     caption = ("A residential area with many red-roofed houses arranged in rows, green trees along the roads "
                "and several cars parked in front of the houses.")
