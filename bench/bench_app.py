@@ -43,7 +43,7 @@ def setup(work: Path):
     import app
     from curation.store import add_caption
     from curation.views import image_captions, list_images
-    from scorer.tiny import main as write_tiny
+    from scorer.write_tiny_checkpoint import main as write_tiny
     from ui.services import AppConfig, Services
 
     write_tiny([str(work / "tiny")])

@@ -31,8 +31,8 @@ def ucm_triplets(ucm_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_session(tmp_path_factory) -> Path:
-    """An untrained scorer checkpoint on the tiny backbone, written by ``python -m scorer.tiny``."""
-    from scorer.tiny import main as write_tiny
+    """An untrained scorer checkpoint on the tiny backbone, written by ``python -m scorer.write_tiny_checkpoint``."""
+    from scorer.write_tiny_checkpoint import main as write_tiny
 
     out = tmp_path_factory.mktemp("tiny") / "checkpoint"
     write_tiny([str(out)])

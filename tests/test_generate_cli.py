@@ -1,4 +1,4 @@
-"""``python -m scorer.generate --model tiny``: JSON Lines the store imports, resumable with --append."""
+"""``python -m scorer.generation --model tiny``: JSON Lines the store imports, resumable with --append."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from curation.importers import ImportOptions, import_jsonl
 from curation.store import find_image, open_store
 from curation.views import image_captions
-from scorer.generate import find_images, main
+from scorer.generation.cli import find_images, main
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max-new-tokens", "5", "--top-p", "1", "--top-k", "0", "--device", "cpu", "--seed", "0"]
@@ -75,6 +75,6 @@ def test_images_outside_the_root_or_missing_are_refused(tmp_path, capsys):
 
 
 def test_module_entry_point_shows_help():
-    result = subprocess.run([sys.executable, "-m", "scorer.generate", "--help"], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "scorer.generation", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "--openai-model" in result.stdout and "--image-root" in result.stdout

@@ -11,7 +11,7 @@ from PIL import Image
 from scorer import LoraSettings, Scorer, new_scorer
 from scorer.generation import GenerationSettings, LocalQwenGenerator, caption_prompt, generate_hard_negatives
 from scorer.images import ImageLoadError
-from scorer.tiny import tiny_scorer_config
+from scorer.qwen2_5_vl.tiny import tiny_scorer_config
 
 # Short, plain sampling: top-p/top-k/repetition filters over the 152k vocabulary dominate tiny's CPU time.
 FAST = dict(max_new_tokens=6, batch_size=2, seed=0, top_p=1.0, top_k=0, repetition_penalty=1.0)

@@ -17,7 +17,6 @@ from PIL import Image
 from curation.importers import ImportOptions, import_jsonl
 from curation.store import find_image, open_store
 from curation.views import image_captions
-from scorer.generate import main as generate_main
 from scorer.generation import (
     GenerationSettings,
     GeneratorError,
@@ -25,6 +24,7 @@ from scorer.generation import (
     OpenAICompatibleGenerator,
     generate_hard_negatives,
 )
+from scorer.generation.cli import main as generate_main
 
 MODEL = "qwen-vl-test"
 

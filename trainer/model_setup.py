@@ -12,7 +12,7 @@ from scorer.checkpoint import load_checkpoint, new_scorer
 from scorer.config import LoraSettings, ScorerConfig
 from scorer.model import DualEncoder
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
-from scorer.tiny import tiny_scorer_config
+from scorer.qwen2_5_vl.tiny import tiny_scorer_config
 from trainer.config import TrainConfig
 
 logger = logging.getLogger(__name__)

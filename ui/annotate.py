@@ -235,7 +235,7 @@ def add(services: Services, annotator: str, state: dict, text: str) -> AnnotateV
 
 def generate(services: Services, annotator: str, state: dict, n: float) -> AnnotateView:
     """Write ``n`` candidate captions of the open image with the active backbone; they join the ranked list."""
-    from scorer.generate import caption_source
+    from scorer.generation.cli import caption_source
     from ui.background import generator_for
 
     who = (annotator or "").strip()

@@ -29,8 +29,8 @@ from curation.importers import ImportOptions, import_file
 from curation.queue import record_scores
 from curation.store import get_image
 from curation.views import ImageFilter, image_captions, list_images
-from scorer.generate import candidate_lines
 from scorer.generation import LANGUAGES, STYLES, GenerationSettings, LocalQwenGenerator
+from scorer.generation.cli import candidate_lines
 from scorer.images import ImageLoadError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ SCOPES = ("unlabelled", "all")
 
 def generator_for(services, max_new_tokens: int, batch_size: int = 4) -> LocalQwenGenerator:
     """A generator on the active scorer's backbone (no second model in memory); use it under ``using_model``."""
-    from scorer.generate import model_label
+    from scorer.generation.cli import model_label
 
     scorer, _ = services.scorer()
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)

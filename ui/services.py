@@ -176,7 +176,7 @@ class Services:
         if not is_checkpoint(out):
             config = None
             if model == "tiny":
-                from scorer.tiny import tiny_scorer_config
+                from scorer.qwen2_5_vl.tiny import tiny_scorer_config
 
                 config = tiny_scorer_config()
             scorer_model, processor = new_scorer(model, config, device=self.config.device,

@@ -7,7 +7,7 @@ Public API::
     captions = generator.generate_captions(["imgs/1.png"], n=5, style="detailed", language="en")
     negatives = generate_hard_negatives("two red cars left of a white house", n=3, generator=generator)
 
-The CLI is ``python -m scorer.generate``.
+The CLI is ``python -m scorer.generation``.
 """
 
 from scorer.generation.base import (

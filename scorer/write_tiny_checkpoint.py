@@ -1,4 +1,4 @@
-"""``python -m scorer.tiny OUT_DIR``: write an untrained scorer checkpoint on the tiny offline backbone.
+"""``python -m scorer.write_tiny_checkpoint OUT_DIR``: write an untrained scorer checkpoint on the tiny offline backbone.
 
 The backbone lands in ``OUT_DIR/backbone`` (full weights, tokenizer, processor), loadable with the
 same ``from_pretrained`` calls as ``Qwen/Qwen2.5-VL-3B-Instruct``.
@@ -12,7 +12,7 @@ import time
 from scorer.checkpoint import new_scorer, save_checkpoint
 from scorer.qwen2_5_vl.tiny import tiny_scorer_config
 
-__all__ = ["main", "tiny_scorer_config"]
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:

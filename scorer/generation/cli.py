@@ -1,7 +1,7 @@
-"""``python -m scorer.generate``: write candidate captions of images as JSON Lines for the store.
+"""``python -m scorer.generation``: write candidate captions of images as JSON Lines for the store.
 
-    python -m scorer.generate --model tiny --images imgs/ --image-root . --n 5 --output candidates.jsonl
-    OPENAI_BASE_URL=http://localhost:8000/v1 python -m scorer.generate --generator openai \\
+    python -m scorer.generation --model tiny --images imgs/ --image-root . --n 5 --output candidates.jsonl
+    OPENAI_BASE_URL=http://localhost:8000/v1 python -m scorer.generation --generator openai \\
         --openai-model Qwen/Qwen2.5-VL-7B-Instruct --images imgs/ --n 5 --output candidates.jsonl
 
 Each line is ``{"image", "caption", "source": "model:<name>", "generator": "local:<model>"|"openai:<model>"}``
@@ -213,6 +213,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {written} candidate captions to {args.output} ({generator.name})")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
