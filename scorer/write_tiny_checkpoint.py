@@ -1,4 +1,4 @@
-"""``python -m scorer.write_tiny_checkpoint OUT_DIR``: write an untrained scorer checkpoint on the tiny offline backbone.
+"""``python -m scorer.write_tiny_checkpoint OUT_DIR``: an untrained scorer checkpoint on the tiny offline backbone.
 
 The backbone lands in ``OUT_DIR/backbone`` (full weights, tokenizer, processor), loadable with the
 same ``from_pretrained`` calls as ``Qwen/Qwen2.5-VL-3B-Instruct``.
