@@ -8,7 +8,7 @@ absolute paths, ``..`` segments and symlinks that point outside the root are rej
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
 class PathOutsideRootError(ValueError):
@@ -42,3 +42,25 @@ def relative_to_root(root: str | os.PathLike[str], path: str | os.PathLike[str])
     if resolved != root_resolved and root_resolved not in resolved.parents:
         raise PathOutsideRootError(f"{path} lies outside the image root {root_resolved}")
     return resolved.relative_to(root_resolved).as_posix()
+
+
+def normalize_relative(relative: str) -> str:
+    """The canonical POSIX form of a user-given relative image path, or :class:`PathOutsideRootError`.
+
+    ``./`` segments and repeated slashes are dropped (``./imgs//1.png`` is ``imgs/1.png``), so two
+    spellings of one file compare equal. Refused: a value that is not text, an empty path or ``.``,
+    an absolute path, a ``..`` segment (``/`` or ``\\`` separated), and control characters (NUL included).
+    The file need not exist; :func:`resolve_inside` checks symlinks against a root.
+    """
+    if not isinstance(relative, str):
+        raise PathOutsideRootError(f"image path {relative!r} is {type(relative).__name__}, not text")
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in relative):
+        raise PathOutsideRootError(f"image path {relative!r} contains a control character")
+    if os.path.isabs(relative) or PurePosixPath(relative).is_absolute() or PureWindowsPath(relative).drive:
+        raise PathOutsideRootError(f"image path {relative!r} is absolute; give it relative to the image root")
+    if ".." in relative.replace("\\", "/").split("/"):
+        raise PathOutsideRootError(f"image path {relative!r} contains '..'; give it relative to the image root")
+    parts = [part for part in PurePosixPath(relative).parts if part != "."]
+    if not parts:
+        raise PathOutsideRootError(f"image path {relative!r} is empty; name a file under the image root")
+    return "/".join(parts)
