@@ -1,7 +1,9 @@
 """``python -m curation --db PATH <command>``: import, export, stats.
 
 Exit status: 0 on success; 1 when ``--strict`` and rows were skipped; 2 on bad input (missing or
-malformed file, unknown kind, path outside the image root, ...), with the reason on stderr.
+malformed file, unknown kind, path outside the image root, a store that cannot be written, ...), with
+one line on stderr naming the file and the position. An import is one transaction: when it fails,
+nothing of it is in the store. ``stats`` and ``export`` open a store they cannot write read-only.
 """
 
 from __future__ import annotations
@@ -35,7 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-root", type=Path, help="folder image paths are relative to (default: the file's)"
     )
     imp.add_argument("--source", help="caption source to record instead of the importer's default")
-    imp.add_argument("--check-files", action="store_true", help="require image files to exist; record sha256")
+    imp.add_argument(
+        "--check-files",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each image must exist and its header decode; rows failing it are skipped (default: on;"
+        " --no-check-files for a store built before the files arrive)",
+    )
+    imp.add_argument(
+        "--image-template",
+        help="ucm/karpathy: image path under the root, e.g. 'imgs/{stem}.png' or"
+        " 'Images/{class}/{class}{index:02d}.tif' (default: detected; docs/formats.md)",
+    )
     imp.add_argument("--batch-size", type=int, default=ImportOptions.batch_size)
     imp.add_argument("--strict", action="store_true", help="exit 1 if any row was skipped")
 
@@ -57,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _import(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
     root = args.image_root if args.image_root is not None else args.file.resolve().parent
     opts = ImportOptions(
-        image_root=root, source=args.source, check_files=args.check_files, batch_size=args.batch_size
+        image_root=root,
+        source=args.source,
+        check_files=args.check_files,
+        image_template=args.image_template,
+        batch_size=args.batch_size,
     )
     with tqdm(desc=f"import {args.kind}", unit="rec") as bar:
 
@@ -65,10 +82,13 @@ def _import(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        report = import_file(conn, args.kind, args.file, opts, on_progress=progress)
+        try:
+            report = import_file(conn, args.kind, args.file, opts, on_progress=progress)
+        except (sqlite3.Error, OSError) as error:  # while writing: the transaction was rolled back
+            raise ImportWriteError(f"{args.file}: {error} (nothing of this import is in the store)") from error
     print(report.summary())
     for skip in report.skipped[:MAX_LISTED_SKIPS]:
-        print(f"  skipped row {skip.row}: {skip.reason}")
+        print(f"  {args.file.name}: skipped {skip}")
     if len(report.skipped) > MAX_LISTED_SKIPS:
         print(f"  ... and {len(report.skipped) - MAX_LISTED_SKIPS} more skipped rows")
     return 1 if args.strict and report.skipped else 0
@@ -114,17 +134,29 @@ def _stats(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"import": _import, "export": _export, "stats": _stats}
+READ_ONLY_WHEN_NEEDED = ("export", "stats")
+
+
+class ImportWriteError(Exception):
+    """An import failed while writing; the message names the file and the cause."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.db.parent.mkdir(parents=True, exist_ok=True)  # e.g. data/ on a fresh clone
-        conn = open_store(args.db)
+        read_only = None if args.command in READ_ONLY_WHEN_NEEDED else False
+        if not args.db.parent.exists():
+            args.db.parent.mkdir(parents=True)  # e.g. data/ on a fresh clone
+        conn = open_store(args.db, read_only=read_only)
         try:
             return COMMANDS[args.command](conn, args)
         finally:
             conn.close()
-    except (ValueError, FileNotFoundError, sqlite3.DatabaseError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, ImportWriteError, sqlite3.Error, OSError, RecursionError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split()) if "\n" in text else text

@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from common.paths import PathOutsideRootError, resolve_inside
+from common.formats import MAX_CAPTION_CHARS, caption_problem
+from common.paths import normalize_relative, resolve_inside
 
 log = logging.getLogger(__name__)
 
-MAX_CAPTION_CHARS = 4000
 BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA_V1 = """
@@ -193,15 +193,24 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def open_store(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
+def open_store(db_path: str | os.PathLike[str], read_only: bool | None = False) -> sqlite3.Connection:
     """Open (creating or migrating) the store at ``db_path``.
 
     The connection is in autocommit mode with WAL, foreign keys and a busy timeout; writes go
     through :func:`transaction`. Raises ``ValueError`` for a database newer than this code.
+
+    ``read_only=True`` opens an existing store with SQLite's ``mode=ro`` (and ``PRAGMA query_only``):
+    every write fails, nothing is created or migrated; in a folder where SQLite cannot create its
+    ``-wal`` / ``-shm`` files the file is read as ``immutable``. ``read_only=None`` chooses read-only
+    when the file or its folder is not writable by this process.
     """
     path = Path(db_path)
     if not path.parent.exists():
         raise FileNotFoundError(f"folder of the database {path} does not exist")
+    if read_only is None:
+        read_only = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+    if read_only:
+        return _open_read_only(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -209,6 +218,27 @@ def open_store(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     _migrate(conn, path)
+    return conn
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise FileNotFoundError(f"database {path} does not exist (a read-only store is never created)")
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.OperationalError:  # WAL without -shm in a folder we cannot write: nobody can write it
+        log.info("opening %s as immutable: SQLite cannot create its -shm file beside it", path)
+        conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise ValueError(f"database {path} has schema version {version}, this code needs {SCHEMA_VERSION};"
+                         " open it writable once to migrate it")
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only = ON")
     return conn
 
 
@@ -247,37 +277,40 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("COMMIT")
+    except BaseException as error:
+        _rollback(conn, error)
         raise
-    conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection, error: BaseException) -> None:
+    """Roll back after ``error`` without hiding it: SQLite may already have rolled back (a full disk
+    does), and a failed ``ROLLBACK`` is logged, never raised in place of the real cause."""
+    if not conn.in_transaction:
+        log.warning("transaction already rolled back by SQLite after: %s", error)
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as rollback_error:
+        log.error("rollback failed (%s) after: %s", rollback_error, error)
 
 
 def check_caption_text(text: str, max_chars: int = MAX_CAPTION_CHARS) -> str | None:
-    """The reason ``text`` cannot be a caption, or ``None`` if it can. Text is kept verbatim."""
-    if not isinstance(text, str):
-        return f"caption is {type(text).__name__}, not text"
-    if not text.strip():
-        return "caption is empty"
-    if len(text) > max_chars:
-        return f"caption has {len(text)} characters, more than the limit {max_chars}"
-    return None
+    """The reason ``text`` cannot be a caption, or ``None`` if it can (the rules of
+    :mod:`common.formats`: text, non-empty, at most the cap, no control characters). Kept verbatim."""
+    return caption_problem(text, max_chars)
 
 
 def normalize_image_path(rel_path: str, image_root: str | os.PathLike[str] | None) -> str:
-    """Validate ``rel_path`` and return its POSIX form (``./`` segments dropped).
-
-    It must be relative, without ``..``, and (when ``image_root`` is given) resolve inside the root
-    after following symlinks. Raises :class:`common.paths.PathOutsideRootError` naming the path.
+    """Validate ``rel_path`` and return its canonical POSIX form (:func:`common.paths.normalize_relative`:
+    ``./`` segments dropped; empty, ``.``, absolute, ``..`` and control characters refused). When
+    ``image_root`` is given it must also resolve inside the root after following symlinks. Raises
+    :class:`common.paths.PathOutsideRootError` naming the path.
     """
-    rel = os.fspath(rel_path) if not isinstance(rel_path, str) else rel_path
+    path = normalize_relative(os.fspath(rel_path) if isinstance(rel_path, os.PathLike) else rel_path)
     if image_root is not None:
-        resolve_inside(image_root, rel)
-    elif not rel or "\x00" in rel or os.path.isabs(rel) or PurePosixPath(rel).is_absolute():
-        raise PathOutsideRootError(f"image path {rel!r} is empty, absolute or contains a NUL byte")
-    if ".." in rel.replace("\\", "/").split("/"):
-        raise PathOutsideRootError(f"image path {rel!r} contains '..'; give it relative to the image root")
-    return "/".join(p for p in PurePosixPath(rel).parts if p != ".")
+        resolve_inside(image_root, path)
+    return path
 
 
 def add_image(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from curation.cli import main
 from curation.decisions import edit_caption, record_decision
@@ -32,7 +33,14 @@ def conn(tmp_path):
     connection.close()
 
 
-def _seed_file(path: Path, images: int, negs: int = 4) -> list[dict]:
+def _png(root: Path, *names: str) -> None:
+    """Small real images, so imports with the default file check find them."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 6), "green").save(root / name)
+
+
+def _seed_file(path: Path, images: int, negs: int = 4, pngs: bool = True) -> list[dict]:
     records = [
         {
             "image": f"imgs/{i}.png",
@@ -43,6 +51,8 @@ def _seed_file(path: Path, images: int, negs: int = 4) -> list[dict]:
         for i in range(images)
     ]
     path.write_text(json.dumps(records))
+    if pngs:
+        _png(path.parent, *(r["image"] for r in records))
     return records
 
 
@@ -101,7 +111,7 @@ def test_ucm_folder_import_checks_files_and_reports_bad_numbers(conn, tmp_path):
     for number in (1, 101, 2100):
         file = tmp_path / "UCMerced_LandUse" / ucm_image(number)[0]
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_bytes(b"tif")
+        Image.new("RGB", (4, 4)).save(file)
     assert ucm_image(1) == ("Images/agricultural/agricultural00.tif", "agricultural")
     assert ucm_image(101)[0] == "Images/airplane/airplane00.tif"
     data = {
@@ -121,12 +131,14 @@ def test_ucm_folder_import_checks_files_and_reports_bad_numbers(conn, tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps(data))
     opts = ImportOptions(image_root=tmp_path / "UCMerced_LandUse", check_files=True)
     report = import_file(conn, "ucm", tmp_path / "dataset.json", opts)
-    assert report.images_added == 3 and report.captions_added == 3
-    assert [s.row for s in report.skipped] == [3, 4, 5, 6]
+    assert report.images_added == 2 and report.captions_added == 3  # a row with a bad field is left out whole
+    assert [(s.row, s.field) for s in report.skipped] == [
+        (3, "sentences[0].raw"), (4, "filename"), (5, "image"), (6, "filename")]
     assert "empty" in report.skipped[0].reason and "2101" in report.skipped[1].reason
     assert "not found" in report.skipped[2].reason
-    row = conn.execute("SELECT split, sha256 FROM images WHERE path LIKE '%agricultural00.tif'").fetchone()
-    assert row[0] == "train" and len(row[1]) == 64
+    assert "Images/{class}/{class}{index:02d}.tif" in report.summary()  # the template it chose, said
+    row = conn.execute("SELECT split, sha256, width FROM images WHERE path LIKE '%agricultural00.tif'").fetchone()
+    assert row[0] == "train" and len(row[1]) == 64 and row[2] == 4
     texts = [r[0] for r in conn.execute("SELECT text FROM captions ORDER BY id")]
     assert texts == ["a field .", "a farm", "planes ."]
 
@@ -140,8 +152,9 @@ def test_karpathy_and_rsicap_importers(conn, tmp_path):
         ],
     }
     (tmp_path / "k.json").write_text(json.dumps(karpathy))
+    _png(tmp_path, "train/a.jpg", "r1.png", "r2.png", "r3.png")
     report = import_file(conn, "karpathy", tmp_path / "k.json", ImportOptions(image_root=tmp_path))
-    assert report.captions_added == 2 and report.skipped[0].row == 2 and "outside" in report.skipped[0].reason
+    assert report.captions_added == 2 and report.skipped[0].row == 2 and "'..'" in report.skipped[0].reason
     assert conn.execute("SELECT DISTINCT source FROM captions").fetchall()[0][0] == "rsicd"
     assert _count(conn, "images") == 1
     variants = [
@@ -161,6 +174,7 @@ def test_csv_and_jsonl_candidates_with_skipped_rows(conn, tmp_path):
     (tmp_path / "c.csv").write_text(
         'image,caption,source\na.png,a caption,model:qwen\n/abs.png,bad,\nb.png,,\nb.png,"multi\nline",\n'
     )
+    _png(tmp_path, "a.png", "b.png")
     report = import_file(conn, "csv", tmp_path / "c.csv", ImportOptions(image_root=tmp_path))
     assert report.captions_added == 2
     assert [(s.row, "absolute" in s.reason or "empty" in s.reason) for s in report.skipped] == [
@@ -191,7 +205,7 @@ def test_limits_and_malformed_files_name_the_file(conn, tmp_path):
     with pytest.raises(ValueError, match="seed.json has .* bytes"):
         import_file(conn, "seed-triplets", tmp_path / "seed.json", ImportOptions(max_file_bytes=10))
     (tmp_path / "broken.json").write_text("[{")
-    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+    with pytest.raises(ValueError, match="broken.json: line 1 column 3: not valid JSON"):
         import_file(conn, "triplets", tmp_path / "broken.json")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         import_file(conn, "karpathy", tmp_path / "missing.json")
@@ -209,6 +223,7 @@ def test_readme_triplets_round_trip(conn, tmp_path, name):
     ]
     text = "\n".join(json.dumps(r) for r in records) if name.endswith("l") else json.dumps(records)
     (tmp_path / name).write_text(text)
+    _png(tmp_path, "a.png", "b.png")
     report = import_file(conn, "triplets", tmp_path / name, ImportOptions(image_root=tmp_path))
     assert report.triplets_added == 3
     export_file(conn, "triplets", tmp_path / f"out-{name}")
@@ -251,6 +266,7 @@ def test_caption_table_csv_round_trip(conn, tmp_path):
     (tmp_path / "in.csv").write_text(
         'image,caption,source\na.png,one,import\na.png,"two, with comma",human\n'
     )
+    _png(tmp_path, "a.png")
     import_file(conn, "csv", tmp_path / "in.csv", ImportOptions(image_root=tmp_path))
     record_decision(conn, 1, 1, "accept", "ann")
     record_decision(conn, 1, 1, "reject", "bob")
@@ -278,38 +294,44 @@ from curation.importers import ImportOptions, import_file
 from curation.store import open_store
 conn = open_store(sys.argv[1])
 def progress(done, total):
-    print(done, flush=True)
+    print(done, total, flush=True)
     time.sleep(0.05)
-import_file(conn, "seed-triplets", sys.argv[2], ImportOptions(batch_size=50), on_progress=progress)
+opts = ImportOptions(batch_size=50, check_files=False)
+import_file(conn, "seed-triplets", sys.argv[2], opts, on_progress=progress)
 """
 
 
-def test_sigkill_mid_import_leaves_consistent_db_and_rerun_completes(tmp_path):
-    records = _seed_file(tmp_path / "seed.json", 2000)
+def test_sigkill_mid_import_leaves_the_store_as_before_and_rerun_completes(tmp_path):
+    """All or nothing: killed in the middle of its writes, an import leaves nothing of itself."""
+    _seed_file(tmp_path / "earlier.json", 3)
+    records = [dict(r, image=f"big/{n}.png") for n, r in enumerate(_seed_file(tmp_path / "seed.json", 2000, pngs=False))]
+    (tmp_path / "seed.json").write_text(json.dumps(records))
     db = tmp_path / "store.db"
+    with open_store(db) as conn:
+        import_file(conn, "seed-triplets", tmp_path / "earlier.json", ImportOptions(image_root=tmp_path))
     child = subprocess.Popen(
         [sys.executable, "-c", _SLOW_IMPORT, str(db), str(tmp_path / "seed.json")],
-        cwd=ROOT,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
         text=True,
     )
-    for _ in range(3):  # wait for three committed batches
-        assert child.stdout.readline(), "importer exited early"
+    writes = 0
+    while writes < 3:  # three progress reports of the write phase (the second half of the bar)
+        line = child.stdout.readline()
+        assert line, "importer exited early"
+        done, total = map(int, line.split())
+        writes += done > total // 2
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     conn = open_store(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    images = _count(conn, "images")
-    assert 150 <= images < 2000
-    assert (_count(conn, "captions"), _count(conn, "triplets")) == (
-        5 * images,
-        4 * images,
-    )  # whole records only
-    report = import_file(conn, "seed-triplets", tmp_path / "seed.json", ImportOptions())
-    assert (report.images_existing, report.images_added) == (images, 2000 - images)
+    assert (_count(conn, "images"), _count(conn, "captions"), _count(conn, "triplets")) == (3, 15, 12)
+    report = import_file(conn, "seed-triplets", tmp_path / "seed.json", ImportOptions(check_files=False))
+    assert (report.images_existing, report.images_added) == (0, 2000)
     export_file(conn, "seed-triplets", tmp_path / "out.json")
-    assert json.loads((tmp_path / "out.json").read_text()) == records
+    assert json.loads((tmp_path / "out.json").read_text())[3:] == records
 
 
 def test_cli_import_export_stats_and_errors(tmp_path, capsys):

@@ -7,19 +7,30 @@ Sources (docs/formats.md):
 * the curation store, through any object with ``triplet_records() -> list[dict]`` (README format),
   or a plain list of such dicts — the trainer never imports SQLite code.
 
-Everything becomes :class:`TripletRecord`; :func:`validate_records` lists every offending record by
-index (missing image file, empty text, duplicate) in one :class:`ValidationReport`.
+Parsing and the validation rules are :mod:`common.formats`'s, shared with the curation store's
+importers. Everything becomes :class:`TripletRecord`; :func:`validate_records` lists every offending
+record by index (a field that breaks a rule, a duplicate, a missing image file) in one
+:class:`ValidationReport`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from common.formats import (
+    FieldError,
+    FormatError,
+    ReadmeTriplet,
+    SeedTriplet,
+    check_triplets,
+    json_lines,
+    load_json,
+    parse_triplet,
+)
 from common.paths import PathOutsideRootError, resolve_inside
 
 logger = logging.getLogger(__name__)
@@ -38,7 +49,9 @@ class TripletRecord:
 
     ``hard``: the LLM-edited negative (seed ``negs[0]``, README ``negative``); ``short``: the short
     original caption (seed ``negs[1]``); ``others``: other, worse captions of the same image
-    (seed ``negs[2:]``). ``index`` is the record's position in its source, for error messages.
+    (seed ``negs[2:]``). The original project's "others" (``negs[1:]``, named so in
+    :class:`common.formats.SeedTriplet`) are :attr:`other_negatives`. ``index`` is the record's
+    position in its source, for error messages.
     """
 
     image: str
@@ -98,7 +111,11 @@ class DataValidationError(ValueError):
 
 
 def read_raw_records(source: str | os.PathLike[str] | TripletSource | list[dict]) -> tuple[str, list]:
-    """→ (a name for messages, the raw records). Files: JSON array, or JSON Lines for ``.jsonl``."""
+    """→ (a name for messages, the raw records). Files: JSON array, or JSON Lines for ``.jsonl``.
+
+    Files are read under the rules of :mod:`common.formats` (UTF-8, JSON depth, digit and surrogate
+    limits); a file that breaks them raises ``ValueError`` naming the file and the position.
+    """
     if isinstance(source, TripletSource):
         return type(source).__name__, list(source.triplet_records())
     if isinstance(source, list):
@@ -106,20 +123,18 @@ def read_raw_records(source: str | os.PathLike[str] | TripletSource | list[dict]
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"triplet file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not valid JSON: {err}") from err
-        return str(path), rows
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON: {err}") from err
+        if path.suffix == ".jsonl":
+            rows = []
+            for _, value in json_lines(path):
+                if isinstance(value, FormatError):
+                    raise value
+                rows.append(value)
+            return str(path), rows
+        data = load_json(path)
+    except FormatError as err:
+        where = f"line {err.line} column {err.column}: " if err.line is not None else ""
+        raise ValueError(f"{path}: not valid JSON: {where}{err.reason}") from (err.__cause__ or err)
     if isinstance(data, dict) and "images" in data:
         raise ValueError(f"{path} is a Karpathy caption file; it has no negatives to train on. "
                          f"Evaluate on it with python -m trainer.evaluate")
@@ -128,56 +143,44 @@ def read_raw_records(source: str | os.PathLike[str] | TripletSource | list[dict]
     return str(path), data
 
 
-def _text(raw: dict, key: str, index: int, problems: list[RecordProblem]) -> str | None:
-    value = raw.get(key)
-    if not isinstance(value, str) or not value.strip():
-        problems.append(RecordProblem(index, key, f"empty or not a string: {value!r}"))
-        return None
-    return value
+def to_record(parsed: SeedTriplet | ReadmeTriplet, index: int) -> TripletRecord:
+    """The trainer's view of a parsed record: seed ``negs[0]`` is hard, ``negs[1]`` short, the rest others."""
+    if isinstance(parsed, SeedTriplet):
+        others = parsed.others
+        return TripletRecord(parsed.image, parsed.pos, parsed.hard, others[0] if others else None,
+                             others[1:], index)
+    return TripletRecord(parsed.image, parsed.positive, parsed.negative, index=index)
 
 
 def parse_record(raw, index: int, problems: list[RecordProblem]) -> TripletRecord | None:
-    """One raw dict (either format) → TripletRecord, or None with its problems appended."""
-    if not isinstance(raw, dict):
-        problems.append(RecordProblem(index, "record", f"not a JSON object: {type(raw).__name__}"))
+    """One raw dict (either format) → TripletRecord, or None with its problem appended."""
+    try:
+        return to_record(parse_triplet(raw), index)
+    except FieldError as err:
+        problems.append(RecordProblem(index, err.field, err.message))
         return None
-    before = len(problems)
-    if "pos" in raw or "negs" in raw:  # seed format
-        image, positive = _text(raw, "image", index, problems), _text(raw, "pos", index, problems)
-        negs = raw.get("negs")
-        if not isinstance(negs, list) or not negs:
-            problems.append(RecordProblem(index, "negs", f"needs a non-empty list, got {negs!r}"))
-            negs = []
-        for n, neg in enumerate(negs):
-            if not isinstance(neg, str) or not neg.strip():
-                problems.append(RecordProblem(index, f"negs[{n}]", f"empty or not a string: {neg!r}"))
-        if len(problems) > before:
-            return None
-        return TripletRecord(image, positive, negs[0], negs[1] if len(negs) > 1 else None, tuple(negs[2:]), index)
-    if "image_name" in raw or "positive" in raw:  # README format
-        image = _text(raw, "image_name", index, problems)
-        positive, negative = _text(raw, "positive", index, problems), _text(raw, "negative", index, problems)
-        return None if len(problems) > before else TripletRecord(image, positive, negative, index=index)
-    problems.append(RecordProblem(index, "record", "neither seed ('image', 'pos', 'negs') nor README "
-                                  f"('image_name', 'positive', 'negative') format: keys {sorted(raw)}"))
-    return None
 
 
 def validate_records(source: str | os.PathLike[str] | TripletSource | list[dict],
                      image_root: str | os.PathLike[str]) -> tuple[list[TripletRecord], ValidationReport]:
-    """Parse and check every record: fields, image file inside the root and present, duplicates.
+    """Parse and check every record under the rules of :mod:`common.formats` (fields, one seed record
+    per image, no duplicate), then that its image file lies inside the root and exists.
 
     Returns the good records and the report of the bad ones (image files are checked for existence
     here; an unreadable image found during training is skipped and counted, never fatal).
     """
     name, raw_records = read_raw_records(source)
     report = ValidationReport(name, len(raw_records))
-    good: list[TripletRecord] = []
-    seen: dict[tuple, int] = {}
+    parsed = []
     for index, raw in enumerate(raw_records):
-        record = parse_record(raw, index, report.problems)
-        if record is None:
-            continue
+        try:
+            parsed.append((index, parse_triplet(raw)))
+        except FieldError as err:
+            report.problems.append(RecordProblem(index, err.field, err.message))
+    kept, duplicates = check_triplets(parsed)
+    report.problems.extend(RecordProblem(index, err.field, err.message) for index, err in duplicates)
+    good: list[TripletRecord] = []
+    for index, record in kept:
         try:
             path = resolve_inside(image_root, record.image)
         except PathOutsideRootError as err:
@@ -186,15 +189,8 @@ def validate_records(source: str | os.PathLike[str] | TripletSource | list[dict]
         if not path.is_file():
             report.problems.append(RecordProblem(index, "image", f"image file not found: {path}"))
             continue
-        if record.positive in record.negatives:
-            report.problems.append(RecordProblem(index, "negatives", "a negative equals the positive caption"))
-            continue
-        key = (record.image, record.positive, record.negatives)
-        if key in seen:
-            report.problems.append(RecordProblem(index, "record", f"duplicate of record {seen[key]}"))
-            continue
-        seen[key] = index
-        good.append(record)
+        good.append(to_record(record, index))
+    report.problems.sort(key=lambda problem: problem.index)
     return good, report
 
 

@@ -44,8 +44,9 @@ class FormatError(ValueError):
     """A file that cannot be read as its format. The message is one line: file, line, column, reason."""
 
     def __init__(self, path: str | Path, line: int | None, column: int | None, message: str):
-        where = f"{path}: line {line} column {column}: " if line is not None else f"{path}: "
-        super().__init__(where + message)
+        where = f"{path}: " + (f"line {line} " if line is not None else "")
+        where += f"column {column}: " if column is not None else ("" if line is None else ": ")
+        super().__init__(where.replace(" : ", ": ") + message)
         self.path, self.line, self.column, self.reason = str(path), line, column, message
 
 
@@ -126,7 +127,7 @@ def parse_json(text: str, path: str | Path, line_offset: int = 0) -> object:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise FormatError(path, error.lineno + line_offset, error.colno, f"not valid JSON ({error.msg})") from None
+        raise FormatError(path, error.lineno + line_offset, error.colno, f"not valid JSON ({error.msg})") from error
     except RecursionError:
         offset = _first_deeper_than(text, MAX_JSON_DEPTH)
         raise _at(text, path, offset, line_offset, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None

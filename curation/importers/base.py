@@ -1,30 +1,32 @@
-"""What every importer shares: options, the report, parsed records, and the batched writer.
+"""What every importer shares: options, the report, parsed records, the file checks and the writer.
 
-An importer parses its file into :class:`Record` objects (one image, its captions, maybe triplets)
-or :class:`Skipped` rows, and hands them to :func:`write_records`. The writer commits every
-``batch_size`` records in one transaction: a record is written whole or not at all, so a process
-killed mid-import leaves a consistent database, and since every write is idempotent (images by path,
-captions by (image, text), triplets by their ends and provenance) re-running completes the import.
+An importer parses its whole file (through :mod:`common.formats`, whose rules it shares with the
+trainer) into :class:`Record` objects or :class:`Skipped` rows and hands them to :func:`write_records`.
+
+Transaction rule: **all or nothing.** The file is parsed and every row checked first (fields, paths,
+image files); a file that cannot be read raises before anything is written. Then every record is
+written in ONE transaction: either the whole import is in the store, or (on any failure, a full disk
+or a killed process) none of it is. Writes are idempotent (images by path, captions by (image, text),
+triplets by their ends and provenance), so running the import again is always safe.
+
+Image checks (``ImportOptions.check_files``, on by default): the image must exist under the image
+root and its header must decode (PIL ``Image.open`` and its size, no full decode); its sha256, size,
+width and height are recorded. A row whose image is missing or unreadable is skipped with the reason.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.paths import resolve_inside
-from curation.store import (
-    MAX_CAPTION_CHARS,
-    check_caption_text,
-    file_sha256,
-    normalize_image_path,
-    now_iso,
-    transaction,
-)
+from PIL import Image
+
+from common.formats import FieldError
+from common.paths import PathOutsideRootError, resolve_inside
+from curation.store import file_sha256, now_iso, transaction
 from curation.triplets import add_imported_triplets
 
 log = logging.getLogger(__name__)
@@ -34,23 +36,32 @@ ProgressFn = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """``image_root``: folder the image paths are relative to (checked with ``resolve_inside``);
-    ``source`` overrides the caption source the importer would set; ``check_files`` requires each
-    image file to exist and records its sha256 and size."""
+    """``image_root``: folder the image paths are relative to (default: the current folder);
+    ``source`` overrides the caption source the importer would set; ``check_files``: each image
+    must exist and its header decode (rows failing it are skipped), False for stores built before
+    the files arrive; ``image_template``: how ``ucm`` / ``karpathy`` entries name their files
+    (None: detected, see :mod:`curation.importers.karpathy`); ``batch_size``: records between
+    progress reports (the import is one transaction whatever its size)."""
 
     image_root: Path | None = None
     source: str | None = None
-    check_files: bool = False
+    check_files: bool = True
+    image_template: str | None = None
     max_file_bytes: int = 4 << 30
     max_rows: int = 10_000_000
-    max_caption_chars: int = MAX_CAPTION_CHARS
     batch_size: int = 2000
 
 
 @dataclass(frozen=True)
 class Skipped:
+    """A row left out: its number in the file (record, or line for JSON Lines and CSV), why, and the field."""
+
     row: int
     reason: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return f"row {self.row}" + (f" ({self.field})" if self.field else "") + f": {self.reason}"
 
 
 @dataclass
@@ -65,21 +76,23 @@ class ImportReport:
     triplets_added: int = 0
     triplets_existing: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # choices the importer made (e.g. the image template)
 
     def summary(self) -> str:
+        notes = "".join(f"; {note}" for note in self.notes)
         return (
             f"{self.kind} {self.file}: {self.rows} rows;"
             f" images +{self.images_added} ({self.images_existing} present);"
             f" captions +{self.captions_added} ({self.captions_existing} present);"
             f" triplets +{self.triplets_added} ({self.triplets_existing} present);"
-            f" {len(self.skipped)} skipped"
+            f" {len(self.skipped)} skipped{notes}"
         )
 
 
 @dataclass
 class Record:
     """One image and what a file says about it. ``triplets`` are (positive, negative, provenance,
-    position) texts, each of which must also be in ``captions`` as (text, source, author)."""
+    position) texts, each of which is also in ``captions`` as (text, source, author)."""
 
     row: int
     image: str
@@ -87,6 +100,21 @@ class Record:
     split: str | None = None
     captions: list[tuple[str, str, str | None]] = field(default_factory=list)
     triplets: list[tuple[str, str, str, int | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    sha256: str | None = None
+    bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+def skip(row: int, error: Exception) -> Skipped:
+    """A :class:`Skipped` from a rule's error, keeping the field it names."""
+    if isinstance(error, FieldError):
+        return Skipped(row, error.message, error.field)
+    return Skipped(row, str(error))
 
 
 def check_input(path: Path, opts: ImportOptions) -> None:
@@ -100,18 +128,26 @@ def check_input(path: Path, opts: ImportOptions) -> None:
         raise FileNotFoundError(f"image root {opts.image_root} is not a folder")
 
 
-def load_json(path: Path, opts: ImportOptions) -> object:
-    check_input(path, opts)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-
-
 def check_rows(path: Path, count: int, opts: ImportOptions) -> None:
     if count > opts.max_rows:
         raise ValueError(f"{path}: {count} rows, more than the limit {opts.max_rows}")
+
+
+def image_root(opts: ImportOptions) -> Path:
+    return Path(opts.image_root) if opts.image_root is not None else Path.cwd()
+
+
+def probe_image(file: Path) -> ImageFile:
+    """sha256, size and the pixel size read from the header; ``ValueError`` naming the file if it
+    is missing or its header does not decode."""
+    if not file.is_file():
+        raise ValueError(f"image file {file.name} not found")
+    try:
+        with Image.open(file) as image:
+            width, height = image.size
+    except Exception as error:  # noqa: BLE001 - PIL's plugins raise many kinds; the row is skipped, named
+        raise ValueError(f"image file {file.name} is not a readable image ({type(error).__name__}: {error})") from error
+    return ImageFile(file_sha256(file), file.stat().st_size, width, height)
 
 
 def write_records(
@@ -119,84 +155,91 @@ def write_records(
     items: Iterable[Record | Skipped],
     report: ImportReport,
     opts: ImportOptions,
-    total: int,
     on_progress: ProgressFn | None = None,
 ) -> ImportReport:
-    """Write records in transactions of ``opts.batch_size``; skipped rows go into the report."""
-    batch: list[Record] = []
-    done = 0
-    seen: dict[str, int] = {}  # image path as written → id, so rows of one image resolve it once
+    """Check every record's image (path inside the root; file, if ``check_files``), then write all of
+    them in one transaction. ``report`` is filled in; progress runs over both phases."""
+    items = list(items)
+    total, done = 2 * len(items), 0
+    checked: list[tuple[Record, ImageFile]] = []
+    files: dict[str, ImageFile | str] = {}  # image path → what the check found, or why it failed
     for item in items:
         report.rows += 1
+        done += 1
         if isinstance(item, Skipped):
             report.skipped.append(item)
-            continue
-        batch.append(item)
-        if len(batch) >= opts.batch_size:
-            done = _flush(conn, batch, report, opts, seen, done, total, on_progress)
-    _flush(conn, batch, report, opts, seen, done, total, on_progress)
-    report.skipped.sort(key=lambda skip: skip.row)
+        else:
+            found = files.get(item.image) or files.setdefault(item.image, _check_image(item.image, opts))
+            if isinstance(found, str):
+                report.skipped.append(Skipped(item.row, found, "image"))
+            else:
+                checked.append((item, found))
+        if on_progress is not None and done % opts.batch_size == 0:
+            on_progress(done, total)
+    done = total - len(checked)
+    _write(conn, checked, report, opts, done, total, on_progress)
+    report.skipped.sort(key=lambda skipped: skipped.row)
     if report.skipped:
         log.warning("%s: %d rows skipped", report.file, len(report.skipped))
     return report
 
 
-def _flush(
+def _check_image(path: str, opts: ImportOptions) -> ImageFile | str:
+    try:
+        file = resolve_inside(image_root(opts), path)
+    except PathOutsideRootError as error:
+        return str(error)
+    if not opts.check_files:
+        return ImageFile()
+    try:
+        return probe_image(file)
+    except ValueError as error:
+        return f"{error} (under the image root {image_root(opts)})"
+
+
+def _write(
     conn: sqlite3.Connection,
-    batch: list[Record],
+    checked: list[tuple[Record, ImageFile]],
     report: ImportReport,
     opts: ImportOptions,
-    seen: dict[str, int],
     done: int,
     total: int,
     on_progress: ProgressFn | None,
-) -> int:
+) -> None:
+    seen: dict[str, int] = {}  # image path → id, so rows of one image resolve it once
+    root = str(image_root(opts).resolve())
+    stamp = now_iso()
     with transaction(conn):
-        stamp = now_iso()
-        for record in batch:
+        for record, file in checked:
             image_id = seen.get(record.image)
             if image_id is None:
-                image_id = _image_id(conn, record, report, opts, stamp)
-            if image_id is not None:
-                seen[record.image] = image_id
-                _write_record(conn, image_id, record, report, opts, stamp)
-    done += len(batch)
-    batch.clear()
+                image_id = seen[record.image] = _image_id(conn, record, file, report, root, stamp)
+            _write_record(conn, image_id, record, report, opts, stamp)
+            done += 1
+            if on_progress is not None and done % opts.batch_size == 0:
+                on_progress(done, total)
     if on_progress is not None:
-        on_progress(done, total)
-    return done
+        on_progress(total, total)
 
 
 def _image_id(
-    conn: sqlite3.Connection, record: Record, report: ImportReport, opts: ImportOptions, stamp: str
-) -> int | None:
-    try:
-        path = normalize_image_path(record.image, opts.image_root)
-    except (TypeError, ValueError) as error:
-        report.skipped.append(Skipped(record.row, str(error)))
-        return None
-    sha256 = size = None
-    if opts.check_files:
-        file = resolve_inside(opts.image_root or Path.cwd(), path)
-        if not file.is_file():
-            report.skipped.append(Skipped(record.row, f"image file {path} not found under {opts.image_root}"))
-            return None
-        sha256, size = file_sha256(file), file.stat().st_size
-    row = conn.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+    conn: sqlite3.Connection, record: Record, file: ImageFile, report: ImportReport, root: str, stamp: str
+) -> int:
+    row = conn.execute("SELECT id FROM images WHERE path = ?", (record.image,)).fetchone()
     if row is not None:
         report.images_existing += 1
         conn.execute(
             "UPDATE images SET class = coalesce(class, ?), split = coalesce(split, ?),"
-            " sha256 = coalesce(sha256, ?),"
-            " bytes = coalesce(bytes, ?) WHERE id = ?",
-            (record.cls, record.split, sha256, size, row[0]),
+            " sha256 = coalesce(sha256, ?), bytes = coalesce(bytes, ?), width = coalesce(width, ?),"
+            " height = coalesce(height, ?) WHERE id = ?",
+            (record.cls, record.split, file.sha256, file.bytes, file.width, file.height, row[0]),
         )
         return row[0]
     report.images_added += 1
-    root = str(Path(opts.image_root).resolve()) if opts.image_root is not None else None
     return conn.execute(
-        "INSERT INTO images(path, root, class, split, sha256, bytes, created_at) VALUES (?,?,?,?,?,?,?)",
-        (path, root, record.cls, record.split, sha256, size, stamp),
+        "INSERT INTO images(path, root, class, split, sha256, bytes, width, height, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?)",
+        (record.image, root, record.cls, record.split, file.sha256, file.bytes, file.width, file.height, stamp),
     ).lastrowid
 
 
@@ -210,9 +253,7 @@ def _write_record(
 ) -> None:
     ids: dict[str, int] = {}
     for text, source, author in record.captions:
-        reason = check_caption_text(text, opts.max_caption_chars)
-        if reason:
-            report.skipped.append(Skipped(record.row, f"{reason}: {str(text)[:60]!r}"))
+        if text in ids:
             continue
         cursor = conn.execute(
             "INSERT OR IGNORE INTO captions(image_id, text, source, author, created_at) VALUES (?,?,?,?,?)",
@@ -229,35 +270,7 @@ def _write_record(
     rows = [
         (image_id, ids[pos], ids[neg], provenance, position, stamp)
         for pos, neg, provenance, position in record.triplets
-        if pos in ids and neg in ids
     ]
     added = add_imported_triplets(conn, rows)
     report.triplets_added += added
     report.triplets_existing += len(rows) - added
-
-
-def text_field(item: dict, keys: tuple[str, ...]) -> object:
-    """The first of ``keys`` present in ``item``, or ``None``."""
-    return next((item[k] for k in keys if k in item), None)
-
-
-def json_lines(path: Path, opts: ImportOptions) -> tuple[int, Iterator[tuple[int, object]]]:
-    """(line count, (line number, parsed object or Skipped)) for a JSON Lines file; blank lines ignored."""
-    check_input(path, opts)
-    with open(path, "rb") as handle:
-        total = sum(1 for line in handle if line.strip())
-    check_rows(path, total, opts)
-
-    def lines() -> Iterator[tuple[int, object]]:
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    yield number, json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    yield number, Skipped(number, "line is not UTF-8 text")
-                except json.JSONDecodeError as error:
-                    yield number, Skipped(number, f"line is not valid JSON ({error.msg})")
-
-    return total, lines()

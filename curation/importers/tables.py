@@ -1,18 +1,17 @@
 """Candidate captions as CSV (header ``image,caption[,source]``) or JSON Lines
 (``{"image", "caption", "source"?, "generator"?}``), as in ``docs/formats.md``.
 
-One row is one caption. Missing ``source`` becomes ``import``; a JSONL ``generator`` is kept as the
-caption's author. Extra CSV columns are ignored, so this store's own ``csv`` export reads back in.
-Row numbers are file line numbers.
+One row is one caption, parsed by :func:`common.formats.parse_candidate`. Missing ``source`` becomes
+``import``; a JSONL ``generator`` is kept as the caption's author. Extra CSV columns are ignored, so
+this store's own ``csv`` export reads back in. Row numbers are file line numbers.
 """
 
 from __future__ import annotations
 
-import csv
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
+from common.formats import FieldError, FormatError, csv_rows, json_lines, parse_candidate
 from curation.importers.base import (
     ImportOptions,
     ImportReport,
@@ -21,7 +20,7 @@ from curation.importers.base import (
     Skipped,
     check_input,
     check_rows,
-    json_lines,
+    skip,
     write_records,
 )
 
@@ -29,29 +28,28 @@ DEFAULT_SOURCE = "import"
 
 
 def _caption_record(row: int, item: object) -> Record | Skipped:
-    if isinstance(item, Skipped):
-        return item
-    if not isinstance(item, dict):
-        return Skipped(row, f"row is {type(item).__name__}, not an object")
-    image, caption = item.get("image"), item.get("caption")
-    if not isinstance(image, str) or not image:
-        return Skipped(row, "row has no 'image'")
-    if not isinstance(caption, str):
-        return Skipped(row, "row has no 'caption' text")
-    source = (
-        item.get("source") if isinstance(item.get("source"), str) and item.get("source") else DEFAULT_SOURCE
-    )
-    generator = item.get("generator") if isinstance(item.get("generator"), str) else None
-    return Record(row=row, image=image, captions=[(caption, source, generator)])
+    if isinstance(item, FormatError):
+        return Skipped(row, item.reason if item.column is None else f"column {item.column}: {item.reason}")
+    try:
+        candidate = parse_candidate(item)
+    except FieldError as error:
+        return skip(row, error)
+    return Record(row=row, image=candidate.image,
+                  captions=[(candidate.caption, candidate.source or DEFAULT_SOURCE, candidate.generator)])
+
+
+def _import_rows(conn, kind, path, rows, opts, on_progress) -> ImportReport:
+    check_rows(path, len(rows), opts)
+    records = [_caption_record(row, item) for row, item in rows]
+    return write_records(conn, records, ImportReport(kind, str(path)), opts, on_progress)
 
 
 def import_jsonl(
     conn: sqlite3.Connection, path: str | Path, opts: ImportOptions, on_progress: ProgressFn | None = None
 ) -> ImportReport:
     path = Path(path)
-    total, items = json_lines(path, opts)
-    records = (_caption_record(row, item) for row, item in items)
-    return write_records(conn, records, ImportReport("jsonl", str(path)), opts, total, on_progress)
+    check_input(path, opts)
+    return _import_rows(conn, "jsonl", path, json_lines(path), opts, on_progress)
 
 
 def import_csv(
@@ -59,17 +57,4 @@ def import_csv(
 ) -> ImportReport:
     path = Path(path)
     check_input(path, opts)
-    with open(path, "rb") as handle:
-        total = max(sum(1 for _ in handle) - 1, 0)
-    check_rows(path, total, opts)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"image", "caption"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: CSV header lacks column(s) {', '.join(sorted(missing))}")
-
-        def records() -> Iterator[Record | Skipped]:
-            for item in reader:
-                yield _caption_record(reader.line_num, item)
-
-        return write_records(conn, records(), ImportReport("csv", str(path)), opts, total, on_progress)
+    return _import_rows(conn, "csv", path, csv_rows(path, ("image", "caption")), opts, on_progress)
