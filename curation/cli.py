@@ -76,16 +76,20 @@ def _import(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
         image_template=args.image_template,
         batch_size=args.batch_size,
     )
-    with tqdm(desc=f"import {args.kind}", unit="rec") as bar:
+    bars: list[tqdm] = []  # made at the first progress report: a file refused while parsing shows no bar
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=f"import {args.kind}", unit="row", total=total))
+        bars[0].update(done - bars[0].n)
 
-        try:
-            report = import_file(conn, args.kind, args.file, opts, on_progress=progress)
-        except (sqlite3.Error, OSError) as error:  # while writing: the transaction was rolled back
-            raise ImportWriteError(f"{args.file}: {error} (nothing of this import is in the store)") from error
+    try:
+        report = import_file(conn, args.kind, args.file, opts, on_progress=progress)
+    except (sqlite3.Error, OSError) as error:  # while writing: the transaction was rolled back
+        raise ImportWriteError(f"{args.file}: {error} (nothing of this import is in the store)") from error
+    finally:
+        for bar in bars:
+            bar.close()
     print(report.summary())
     for skip in report.skipped[:MAX_LISTED_SKIPS]:
         print(f"  {args.file.name}: skipped {skip}")
@@ -147,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         read_only = None if args.command in READ_ONLY_WHEN_NEEDED else False
         if not args.db.parent.exists():
             args.db.parent.mkdir(parents=True)  # e.g. data/ on a fresh clone
-        conn = open_store(args.db, read_only=read_only)
+        try:
+            conn = open_store(args.db, read_only=read_only)
+        except sqlite3.Error as error:
+            raise sqlite3.OperationalError(f"database {args.db}: {error}") from error
         try:
             return COMMANDS[args.command](conn, args)
         finally:

@@ -18,6 +18,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from common.formats import ReadmeTriplet
+
 POSITIVE = ("accept", "best")
 NEGATIVE = ("reject",)
 
@@ -182,4 +184,4 @@ def triplet_records(conn: sqlite3.Connection, flt: TripletFilter | None = None) 
 def iter_records(conn: sqlite3.Connection, flt: TripletFilter) -> Iterator[dict]:
     sql, params = triplet_query(flt, "i.path, p.text, n.text, t.provenance")
     for image, positive, negative, provenance in conn.execute(sql, params):
-        yield {"image_name": image, "positive": positive, "negative": negative, "provenance": provenance}
+        yield ReadmeTriplet(image, positive, negative, provenance).to_json()

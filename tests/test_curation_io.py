@@ -95,7 +95,9 @@ def test_real_seed_file_gives_600_images_and_all_distinct_captions(conn, tmp_pat
 
 @needs_ucm
 def test_real_ucm_captions_map_numbers_to_class_files(conn):
-    report = import_file(conn, "ucm", UCM / "captions" / "ucm_captions_dataset.json", ImportOptions())
+    """With a UC Merced folder's template and no file check, every number maps to its class file."""
+    opts = ImportOptions(check_files=False, image_template="Images/{class}/{class}{index:02d}.tif")
+    report = import_file(conn, "ucm", UCM / "captions" / "ucm_captions_dataset.json", opts)
     assert (report.images_added, report.skipped) == (2100, [])
     paths = dict(conn.execute("SELECT path, class FROM images").fetchall())
     assert paths["Images/agricultural/agricultural00.tif"] == "agricultural"
@@ -304,7 +306,8 @@ import_file(conn, "seed-triplets", sys.argv[2], opts, on_progress=progress)
 def test_sigkill_mid_import_leaves_the_store_as_before_and_rerun_completes(tmp_path):
     """All or nothing: killed in the middle of its writes, an import leaves nothing of itself."""
     _seed_file(tmp_path / "earlier.json", 3)
-    records = [dict(r, image=f"big/{n}.png") for n, r in enumerate(_seed_file(tmp_path / "seed.json", 2000, pngs=False))]
+    big = _seed_file(tmp_path / "seed.json", 2000, pngs=False)
+    records = [dict(r, image=f"big/{n}.png") for n, r in enumerate(big)]
     (tmp_path / "seed.json").write_text(json.dumps(records))
     db = tmp_path / "store.db"
     with open_store(db) as conn:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from itertools import groupby
 from pathlib import Path
 
+from common.formats import SeedTriplet
 from curation.exporters.base import ExportReport, write_json_records
 from curation.exporters.best import best_captions
 from curation.triplets import Triplet, TripletFilter, iter_records, iter_triplets
@@ -44,10 +45,7 @@ def seed_records(conn: sqlite3.Connection, flt: TripletFilter | None = None) -> 
             if t.negative not in negs:
                 negs.append(t.negative)
         first = by_positive[pos_id][0]
-        record = {"image": first.image, "pos": first.positive, "negs": negs}
-        if first.cls is not None:
-            record["class"] = first.cls
-        yield record
+        yield SeedTriplet(first.image, first.positive, tuple(negs), first.cls).to_json()
 
 
 def export_seed_triplets(
