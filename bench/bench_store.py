@@ -105,7 +105,7 @@ def main() -> None:
     total = args.images * args.captions
     print(f"{args.images} images × {args.captions} captions = {total} captions in {folder}")
     (jsonl, seed_file), _ = timed("generate inputs", write_inputs, folder, args.images, args.captions, 0)
-    opts = ImportOptions(image_root=folder)
+    opts = ImportOptions(image_root=folder, check_files=False)  # synthetic paths: no image files
 
     conn = open_store(folder / "jsonl.db")
     report, import_jsonl = timed("import jsonl (captions)", import_file, conn, "jsonl", jsonl, opts)

@@ -44,11 +44,16 @@ stats
     ``stats(conn) -> dict`` — images, captions, decisions, triplets, per_annotator, disagreements,
     agreement (Cohen's κ with its item count).
 importers
-    ``import_file(conn, kind, path, ImportOptions(image_root, source, check_files, ...),
-    on_progress=None) -> ImportReport``; kinds ucm, karpathy, rsicap, seed-triplets, triplets, csv, jsonl.
+    ``import_file(conn, kind, path, ImportOptions(image_root, source, check_files=True,
+    image_template=None, ...), on_progress=None) -> ImportReport``; kinds ucm, karpathy, rsicap,
+    seed-triplets, triplets, csv, jsonl. Rows are parsed and checked by ``common.formats`` (the
+    trainer's rules); image files must exist and decode unless ``check_files=False``; one
+    transaction per import (all or nothing); skipped rows are listed with row, field and reason.
 exporters
     ``export_file(conn, kind, out, TripletFilter) -> ExportReport``; kinds seed-triplets, triplets,
     best-captions, csv, parquet; ``best_captions(conn, flt) -> list[BestCaption]``.
 
-CLI: ``python -m curation --db PATH import KIND FILE [--image-root DIR] | export KIND OUT | stats [--json]``.
+CLI: ``python -m curation --db PATH import KIND FILE [--image-root DIR] [--no-check-files]
+[--image-template T] | export KIND OUT | stats [--json]`` (``open_store(path, read_only=None)`` for
+stats/export: read-only when the store cannot be written).
 """
