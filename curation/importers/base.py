@@ -138,15 +138,15 @@ def image_root(opts: ImportOptions) -> Path:
 
 
 def probe_image(file: Path) -> ImageFile:
-    """sha256, size and the pixel size read from the header; ``ValueError`` naming the file if it
-    is missing or its header does not decode."""
+    """sha256, size and the pixel size read from the header; ``ValueError`` saying why not if the
+    file is missing or its header does not decode (the caller names the file)."""
     if not file.is_file():
-        raise ValueError(f"image file {file.name} not found")
+        raise ValueError("not found")
     try:
         with Image.open(file) as image:
             width, height = image.size
     except Exception as error:  # noqa: BLE001 - PIL's plugins raise many kinds; the row is skipped, named
-        raise ValueError(f"image file {file.name} is not a readable image ({type(error).__name__}: {error})") from error
+        raise ValueError(f"is not a readable image ({type(error).__name__}: {error})") from error
     return ImageFile(file_sha256(file), file.stat().st_size, width, height)
 
 
@@ -194,7 +194,7 @@ def _check_image(path: str, opts: ImportOptions) -> ImageFile | str:
     try:
         return probe_image(file)
     except ValueError as error:
-        return f"{error} (under the image root {image_root(opts)})"
+        return f"image file {path} {error} (under the image root {image_root(opts)})"
 
 
 def _write(
@@ -253,7 +253,8 @@ def _write_record(
 ) -> None:
     ids: dict[str, int] = {}
     for text, source, author in record.captions:
-        if text in ids:
+        if text in ids:  # the same text twice in one record: stored once
+            report.captions_existing += 1
             continue
         cursor = conn.execute(
             "INSERT OR IGNORE INTO captions(image_id, text, source, author, created_at) VALUES (?,?,?,?,?)",
