@@ -12,8 +12,9 @@ A reviewer's resolution (:mod:`curation.resolutions`) comes before all of these:
 ``best`` is chosen (the reviewer stands as its annotator), and a resolved caption's verdict replaces the
 annotators' in steps 1 and 2. Hidden images and captions (:mod:`curation.cleanup`) are never chosen.
 
-Written as a JSON array, or CSV / Parquet by the file's suffix, with columns
-``image, caption, annotator, decided_at, source`` (docs/formats.md).
+Written as a JSON array, CSV or Parquet with columns ``image, caption, annotator, decided_at, source``
+(docs/formats.md): kind ``best-captions`` picks the format by the file's suffix (JSON unless ``.csv`` /
+``.parquet``), ``best-captions-csv`` / ``best-captions-parquet`` name it.
 """
 
 from __future__ import annotations
@@ -121,15 +122,23 @@ def best_captions(conn: sqlite3.Connection, flt: TripletFilter | None = None) ->
     return [out[img] for img in sorted(out)]
 
 
+FORMATS = {"json": "best-captions", "csv": "best-captions-csv", "parquet": "best-captions-parquet"}
+
+
 def export_best_captions(
-    conn: sqlite3.Connection, out: str | Path, flt: TripletFilter | None = None
+    conn: sqlite3.Connection, out: str | Path, flt: TripletFilter | None = None, fmt: str | None = None
 ) -> ExportReport:
-    """JSON array by default; ``.csv`` / ``.parquet`` files are written through pandas."""
+    """``fmt`` json (an array; JSON Lines when ``out`` ends in ``.jsonl``), csv or parquet (through pandas);
+    ``None``: csv / parquet for a ``.csv`` / ``.parquet`` file, else json."""
     path = Path(out)
+    if fmt is None:
+        fmt = path.suffix[1:] if path.suffix in (".csv", ".parquet") else "json"
+    if fmt not in FORMATS:
+        raise ValueError(f"best-captions format {fmt!r} is not one of {', '.join(FORMATS)}")
     rows = best_captions(conn, flt)
-    if path.suffix in (".csv", ".parquet"):
-        frame = pd.DataFrame([r.record() for r in rows], columns=COLUMNS)
-        write_frame(frame, path, parquet=path.suffix == ".parquet")
-    else:
+    if fmt == "json":
         write_json_records(path, (r.record() for r in rows))
-    return ExportReport("best-captions", str(path), len(rows))
+    else:
+        frame = pd.DataFrame([r.record() for r in rows], columns=COLUMNS)
+        write_frame(frame, path, parquet=fmt == "parquet")
+    return ExportReport(FORMATS[fmt], str(path), len(rows))

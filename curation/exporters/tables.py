@@ -51,4 +51,4 @@ def export_table(
     path = Path(out)
     frame = caption_table(conn, flt)
     write_frame(frame, path, parquet=kind == "parquet")
-    return ExportReport(kind, str(path), len(frame))
+    return ExportReport(f"decisions-{kind}", str(path), len(frame))
