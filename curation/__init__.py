@@ -24,9 +24,9 @@ triplets
     ``list_triplets(conn, flt) -> list[Triplet]``; ``triplet_records(conn, flt) -> list[dict]`` in the
     README format (image_name, positive, negative, provenance) — what the trainer reads.
 views
-    ``image_captions(conn, image_id, model_version=None) -> list[CaptionRow]`` (verdicts per
-    annotator, score under that model or the queue's);
-    ``list_images(conn, ImageFilter(cls, status, annotator, source, split, limit, offset)) ->
+    ``image_captions(conn, image_id, model_version=None, include_hidden=False) -> list[CaptionRow]``
+    (verdicts per annotator, score under that model or the queue's);
+    ``list_images(conn, ImageFilter(cls, status, annotator, source, split, limit, offset, hidden)) ->
     list[ImageRow]``; ``to_frame(rows) -> DataFrame``; ``counters(conn, annotator) -> dict`` (done,
     total, mine, today).
 queue
@@ -39,10 +39,20 @@ models
     ``set_active_model(conn, id)``; ``active_model(conn) -> ModelVersion | None``;
     ``list_model_versions(conn)``; ``add_training_run(conn, config) -> int``;
     ``update_training_run(conn, run_id, status, metrics=None, model_version=None)``;
-    ``get_training_run``, ``list_training_runs``.
+    ``get_training_run``, ``list_training_runs``; ``generated_source(version) -> "model:v<id>"``.
 stats
     ``stats(conn) -> dict`` — images, captions, decisions, triplets, per_annotator, disagreements,
-    agreement (Cohen's κ with its item count).
+    agreement (Cohen's κ with its item count); ``annotator_progress(conn) -> list[AnnotatorProgress]``,
+    ``agreement_summary(conn) -> Agreement`` (pooled κ and ``PairAgreement`` per pair).
+cleanup
+    ``hide_image / unhide_image(conn, image_id, who, reason=None)``, ``hide_caption / unhide_caption(conn,
+    caption_id, who, reason=None)`` -> ``VisibilityAction``; ``hidden_items(conn) -> list[HiddenItem]``;
+    ``visibility_history(conn, item, item_id)``. Hidden items leave queue, views, exports and triplets.
+review
+    ``ReviewOptions(model_version, accepted_gap, rejected_margin, include_resolved, kinds)``;
+    ``review_items(conn, options) -> list[ReviewItem]`` (captions side by side as ``ReviewCaption``);
+    ``resolve(conn, image_id, caption_id, verdict, reviewer, note=None) -> Resolution`` (accept / reject /
+    best / clear; triplets and best captions follow it; :mod:`curation.resolutions` reads them).
 importers
     ``import_file(conn, kind, path, ImportOptions(image_root, source, check_files=True,
     image_template=None, ...), on_progress=None) -> ImportReport``; kinds ucm, karpathy, rsicap,
@@ -50,10 +60,13 @@ importers
     trainer's rules); image files must exist and decode unless ``check_files=False``; one
     transaction per import (all or nothing); skipped rows are listed with row, field and reason.
 exporters
-    ``export_file(conn, kind, out, TripletFilter) -> ExportReport``; kinds seed-triplets, triplets,
-    best-captions, csv, parquet; ``best_captions(conn, flt) -> list[BestCaption]``.
+    ``EXPORTS: {name: ExportKind(description, suffix, fn, uses_images)}``;
+    ``export_file(conn, kind, out, TripletFilter, image_root=None) -> ExportReport``; kinds triplets,
+    seed-triplets, best-captions(-csv, -parquet), decisions-csv, decisions-parquet, hf-dataset, hf-parquet;
+    ``best_captions(conn, flt) -> list[BestCaption]``; ``build_dataset(conn, flt, image_root)``.
 
 CLI: ``python -m curation --db PATH import KIND FILE [--image-root DIR] [--no-check-files]
-[--image-template T] | export KIND OUT | stats [--json]`` (``open_store(path, read_only=None)`` for
-stats/export: read-only when the store cannot be written).
+[--image-template T] | export KIND OUT | stats [--json] | hide/unhide image PATH|--id N / caption ID --who NAME
+| hidden | review | resolve IMAGE CAPTION VERDICT`` (``open_store(path, read_only=None)`` for stats/export:
+read-only when the store cannot be written).
 """

@@ -43,11 +43,17 @@ def _decision(conn: sqlite3.Connection, decision_id: int) -> Decision:
 def _check_caption(conn: sqlite3.Connection, image_id: int, caption_id: int, annotator: str) -> None:
     if not annotator or not annotator.strip():
         raise ValueError("annotator name is empty")
-    row = conn.execute("SELECT image_id FROM captions WHERE id = ?", (caption_id,)).fetchone()
+    row = conn.execute(
+        "SELECT c.image_id, c.hidden, i.hidden FROM captions c JOIN images i ON i.id = c.image_id WHERE c.id = ?",
+        (caption_id,),
+    ).fetchone()
     if row is None:
         raise ValueError(f"caption {caption_id} does not exist")
     if row[0] != image_id:
         raise ValueError(f"caption {caption_id} belongs to image {row[0]}, not to image {image_id}")
+    if row[1] or row[2]:
+        what = f"caption {caption_id}" if row[1] else f"image {image_id}"
+        raise ValueError(f"{what} is hidden; unhide it before deciding on it")
 
 
 def refresh_annotator_count(conn: sqlite3.Connection, image_id: int) -> None:

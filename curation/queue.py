@@ -10,6 +10,9 @@ Order (:func:`next_image`):
 3. unlabelled images (no effective decision by anyone), most uncertain first: smallest margin between
    the two best caption scores of the queue's model, unscored images last, then by id.
 
+Hidden images (:mod:`curation.cleanup`) are never handed out, and hidden captions take no part in the
+margins.
+
 With ``class_balance`` the image comes from the class with the fewest decided (or leased) images that
 still has a candidate. Selection and lease happen in one ``BEGIN IMMEDIATE`` transaction, so two
 annotators (threads or processes) never hold the same image at once.
@@ -72,7 +75,7 @@ def next_image(
     with transaction(conn):
         row = conn.execute(
             f"SELECT i.id FROM leases l JOIN images i ON i.id = l.image_id WHERE l.annotator = :who"
-            f" AND l.expires_at > :now {skip} AND NOT {_MINE} LIMIT 1",
+            f" AND l.expires_at > :now AND i.hidden = 0 {skip} AND NOT {_MINE} LIMIT 1",
             {**params, "now": now},
         ).fetchone()
         image_id = row[0] if row else None
@@ -101,7 +104,7 @@ def _pick(conn: sqlite3.Connection, opts: QueueOptions, params: dict, skip: str)
                 else ("AND i.class IS NULL" if cls is None else "AND i.class = :cls")
             )
             row = conn.execute(
-                f"SELECT i.id FROM images i WHERE {pool} {class_sql} AND {_FREE} {skip}"
+                f"SELECT i.id FROM images i WHERE {pool} {class_sql} AND i.hidden = 0 AND {_FREE} {skip}"
                 " ORDER BY i.queue_margin, i.id LIMIT 1",
                 {**params, "cls": cls},
             ).fetchone()
@@ -177,8 +180,8 @@ def _refresh_margins(conn: sqlite3.Connection, model_version: int, images: list[
     margins = []
     for image_id in images:
         top = conn.execute(
-            "SELECT score FROM scores WHERE model_version_id = ? AND image_id = ?"
-            " ORDER BY score DESC LIMIT 2",
+            "SELECT s.score FROM scores s JOIN captions c ON c.id = s.caption_id"
+            " WHERE s.model_version_id = ? AND s.image_id = ? AND c.hidden = 0 ORDER BY s.score DESC LIMIT 2",
             (model_version, image_id),
         ).fetchall()
         margins.append((model_version, image_id, top[0][0] - top[1][0] if len(top) == 2 else None))
@@ -190,6 +193,13 @@ def _refresh_margins(conn: sqlite3.Connection, model_version: int, images: list[
             "UPDATE images SET queue_margin = coalesce(?, 9e999) WHERE id = ?",
             [(m, i) for _, i, m in margins],
         )
+
+
+def refresh_image_margins(conn: sqlite3.Connection, image_id: int) -> None:
+    """Recompute an image's margins under every model that scored it (after a caption is hidden or shown)."""
+    models = conn.execute("SELECT DISTINCT model_version_id FROM scores WHERE image_id = ?", (image_id,))
+    for (model_version,) in models.fetchall():
+        _refresh_margins(conn, model_version, [image_id])
 
 
 def refresh_queue_order(conn: sqlite3.Connection) -> None:

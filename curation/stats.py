@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from itertools import combinations
 
 from curation.views import latest_verdicts
@@ -35,12 +36,18 @@ def _polarity(verdict: str) -> str:
     return "negative" if verdict == "reject" else "positive"
 
 
-def agreement(verdicts: dict[tuple[int, int], dict[str, str]]) -> dict:
-    """κ per annotator pair and pooled, each with the number of items it rests on."""
+def _by_pair(verdicts: dict[tuple[int, int], dict[str, str]]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(annotator a, annotator b), a < b → their (polarity a, polarity b) on each caption both judged."""
     by_pair: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for by in verdicts.values():
         for a, b in combinations(sorted(by), 2):
             by_pair[(a, b)].append((_polarity(by[a]), _polarity(by[b])))
+    return by_pair
+
+
+def agreement(verdicts: dict[tuple[int, int], dict[str, str]]) -> dict:
+    """κ per annotator pair and pooled, each with the number of items it rests on."""
+    by_pair = _by_pair(verdicts)
     pooled = [item for items in by_pair.values() for item in items]
     return {
         "measure": "cohen_kappa",
@@ -113,3 +120,51 @@ def stats(conn: sqlite3.Connection) -> dict:
         "model_versions": one("SELECT COUNT(*) FROM model_versions"),
         "training_runs": one("SELECT COUNT(*) FROM training_runs"),
     }
+
+
+# -- for the review screen: dataclasses ------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnnotatorProgress:
+    annotator: str
+    decisions: int  # effective verdicts (accept + reject + best)
+    images: int  # images with an effective action of theirs
+    accept: int
+    reject: int
+    best: int
+    edit: int
+    undone: int
+    last_at: str | None  # time of their latest log row
+
+
+@dataclass(frozen=True)
+class PairAgreement:
+    annotator_a: str
+    annotator_b: str
+    kappa: float | None  # Cohen's κ on verdict polarity; None where undefined
+    items: int  # captions both judged
+    agreed: int  # of which with the same polarity
+
+
+@dataclass(frozen=True)
+class Agreement:
+    kappa: float | None  # pooled over every pair's items
+    items: int
+    pairs: tuple[PairAgreement, ...]
+
+
+def annotator_progress(conn: sqlite3.Connection) -> list[AnnotatorProgress]:
+    """Per-annotator counts (as in :func:`stats`) and the time of their latest action, by name."""
+    last = dict(conn.execute("SELECT annotator, max(created_at) FROM decisions GROUP BY annotator").fetchall())
+    return [AnnotatorProgress(annotator=who, **counts, last_at=last.get(who))
+            for who, counts in sorted(_per_annotator(conn).items())]
+
+
+def agreement_summary(conn: sqlite3.Connection) -> Agreement:
+    """Cohen's κ per pair of annotators (the annotators' own latest verdicts) and pooled."""
+    by_pair = _by_pair(latest_verdicts(conn))
+    pairs = tuple(
+        PairAgreement(a, b, cohen_kappa(items), len(items), sum(x == y for x, y in items))
+        for (a, b), items in sorted(by_pair.items())
+    )
+    pooled = [item for items in by_pair.values() for item in items]
+    return Agreement(cohen_kappa(pooled), len(pooled), pairs)

@@ -169,7 +169,38 @@ CREATE VIEW effective_decisions AS
 SELECT d.* FROM decisions d WHERE NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id);
 """
 
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+# v3: cleanup and review. Hiding is soft: an append-only log of hide / unhide actions (who, when, why) and a
+# ``hidden`` flag on the item kept by curation.cleanup in the same transaction (read by queue, views,
+# exports, triplets). A reviewer's resolution overrides the annotators' verdicts on one caption
+# (curation.resolutions); the latest one per caption is in force, 'clear' withdraws it.
+_SCHEMA_V3 = """
+ALTER TABLE images ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE captions ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE visibility_log (
+    id INTEGER PRIMARY KEY,
+    image_id INTEGER REFERENCES images(id),
+    caption_id INTEGER REFERENCES captions(id),
+    action TEXT NOT NULL CHECK (action IN ('hide', 'unhide')),
+    who TEXT NOT NULL,
+    reason TEXT,
+    created_at TEXT NOT NULL,
+    CHECK ((image_id IS NULL) != (caption_id IS NULL))
+);
+CREATE INDEX visibility_image ON visibility_log(image_id, id);
+CREATE INDEX visibility_caption ON visibility_log(caption_id, id);
+CREATE TABLE resolutions (
+    id INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    caption_id INTEGER NOT NULL REFERENCES captions(id),
+    verdict TEXT NOT NULL CHECK (verdict IN ('accept', 'reject', 'best', 'clear')),
+    reviewer TEXT NOT NULL,
+    note TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX resolutions_image ON resolutions(image_id, caption_id, id);
+"""
+
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -186,6 +217,7 @@ class Image:
     tags: list[str]
     n_annotators: int
     created_at: str
+    hidden: bool = False  # hidden by curation.cleanup: out of the queue, listings, exports and training
 
 
 def now_iso() -> str:
@@ -392,6 +424,7 @@ def image_from_row(row: sqlite3.Row) -> Image:
         tags=json.loads(row["tags"]) if row["tags"] else [],
         n_annotators=row["n_annotators"],
         created_at=row["created_at"],
+        hidden=bool(row["hidden"]),
     )
 
 

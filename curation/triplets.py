@@ -4,12 +4,17 @@ Derivation, per image and annotator, from that annotator's effective decisions (
 each caption, undone ones left out):
 
 * every accepted or best caption × every rejected caption → provenance ``decision``;
-* every edit recorded with ``makes_triplet`` → (new text, old text), provenance ``edit``.
+* every edit recorded with ``makes_triplet`` → (new text, old text), provenance ``edit``;
+* a reviewer's resolution in force on a caption (:mod:`curation.resolutions`) replaces the annotator's
+  verdict on it; the pairs that rest on a resolved caption get provenance ``resolution``.
 
 Derived rows (origin ``derived``) are rebuilt by :func:`rebuild_derived` in the same transaction as the
 decision that changes them, so they always equal what the decision log implies; undo restores the
 previous set. Annotators are never merged: two people who disagree give two sets of triplets.
 Imported triplets (origin ``import``) are stored as read and never rebuilt.
+
+Triplets whose image, positive or negative is hidden (:mod:`curation.cleanup`) stay in the table but are
+left out of every listing and export here, so they come back on unhide.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from common.formats import ReadmeTriplet
+from curation.resolutions import resolutions_in_force, resolved_verdict
 
 POSITIVE = ("accept", "best")
 NEGATIVE = ("reject",)
+VISIBLE = "i.hidden = 0 AND p.hidden = 0 AND n.hidden = 0"  # over aliases i (image), p / n (captions)
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,15 @@ def rebuild_derived(conn: sqlite3.Connection, image_id: int, annotator: str) -> 
 
     Call inside the transaction that wrote the decision.
     """
-    verdicts = effective_verdicts(conn, image_id, annotator)
+    resolved = resolutions_in_force(conn, image_id)
+    verdicts = {
+        c: (resolved_verdict(c, v, image_id, resolved), max(t, resolved[c].created_at) if c in resolved else t)
+        for c, (v, t) in effective_verdicts(conn, image_id, annotator).items()
+    }
     positives = [(c, t) for c, (v, t) in verdicts.items() if v in POSITIVE]
     negatives = [(c, t) for c, (v, t) in verdicts.items() if v in NEGATIVE]
     rows = [
-        (image_id, p, n, "decision", annotator, max(tp, tn))
+        (image_id, p, n, "resolution" if p in resolved or n in resolved else "decision", annotator, max(tp, tn))
         for p, tp in positives
         for n, tn in negatives
         if p != n
@@ -161,7 +172,7 @@ def triplet_query(flt: TripletFilter, columns: str, order: str = "t.id") -> tupl
     sql = (
         f"SELECT {columns} FROM triplets t JOIN images i ON i.id = t.image_id"
         " JOIN captions p ON p.id = t.positive_id JOIN captions n ON n.id = t.negative_id"
-        f" WHERE {where} AND {source_where} AND {origin} ORDER BY {order}"
+        f" WHERE {where} AND {source_where} AND {origin} AND {VISIBLE} ORDER BY {order}"
     )
     return sql, params + source_params
 

@@ -1,4 +1,7 @@
-"""Read-only views for the app: one image's captions with everyone's verdicts, image lists, counters."""
+"""Read-only views for the app: one image's captions with everyone's verdicts, image lists, counters.
+
+Hidden images and captions (:mod:`curation.cleanup`) are left out unless a view is asked to include them.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class CaptionRow:
     verdicts: dict[str, str] = field(default_factory=dict)  # annotator → latest effective verdict
     score: float | None = None  # under the model asked for (default: the queue's model)
     edit_of: int | None = None  # the caption this one was edited from
+    hidden: bool = False  # listed only when image_captions is asked to include hidden captions
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,10 @@ class ImageRow:
 
 @dataclass(frozen=True)
 class ImageFilter:
-    """``status`` is one of unlabelled / labelled / disputed (annotators disagree on a caption)."""
+    """``status`` is one of unlabelled / labelled / disputed (annotators disagree on a caption).
+
+    ``hidden``: False lists visible images only, True hidden ones only, None both.
+    """
 
     cls: str | None = None
     status: str | None = None
@@ -48,6 +55,7 @@ class ImageFilter:
     split: str | None = None
     limit: int | None = None
     offset: int = 0
+    hidden: bool | None = False
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in STATUSES:
@@ -70,18 +78,19 @@ def latest_verdicts(
 
 
 def image_captions(
-    conn: sqlite3.Connection, image_id: int, model_version: int | None = None
+    conn: sqlite3.Connection, image_id: int, model_version: int | None = None, include_hidden: bool = False
 ) -> list[CaptionRow]:
     """Captions of an image in insertion order, with every annotator's latest verdict and the score under
-    ``model_version`` (default: the queue's model, see :mod:`curation.queue`)."""
+    ``model_version`` (default: the queue's model, see :mod:`curation.queue`); hidden captions only with
+    ``include_hidden``."""
     verdicts = latest_verdicts(conn, image_id)
     model = model_version if model_version is not None else queue_model(conn)
     rows = conn.execute(
         "SELECT c.id, c.text, c.source, c.author, c.created_at,"
         " (SELECT s.score FROM scores s WHERE s.model_version_id = ? AND s.caption_id = c.id),"
-        " (SELECT e.old_caption_id FROM edits e WHERE e.new_caption_id = c.id LIMIT 1)"
-        " FROM captions c WHERE c.image_id = ? ORDER BY c.id",
-        (model, image_id),
+        " (SELECT e.old_caption_id FROM edits e WHERE e.new_caption_id = c.id LIMIT 1), c.hidden"
+        " FROM captions c WHERE c.image_id = ? AND (? OR c.hidden = 0) ORDER BY c.id",
+        (model, image_id, int(include_hidden)),
     ).fetchall()
     return [
         CaptionRow(
@@ -93,6 +102,7 @@ def image_captions(
             verdicts=verdicts.get((image_id, r[0]), {}),
             score=r[5],
             edit_of=r[6],
+            hidden=bool(r[7]),
         )
         for r in rows
     ]
@@ -109,6 +119,9 @@ def list_images(conn: sqlite3.Connection, flt: ImageFilter | None = None) -> lis
     """Images matching the filter, by id."""
     flt = flt or ImageFilter()
     sql, params = ["1"], []
+    if flt.hidden is not None:
+        sql.append("i.hidden = ?")
+        params.append(int(flt.hidden))
     if flt.cls is not None:
         sql.append("i.class = ?")
         params.append(flt.cls)
@@ -125,10 +138,11 @@ def list_images(conn: sqlite3.Connection, flt: ImageFilter | None = None) -> lis
         )
         params.append(flt.annotator)
     if flt.source is not None:
-        sql.append("EXISTS (SELECT 1 FROM captions c WHERE c.image_id = i.id AND c.source = ?)")
+        sql.append("EXISTS (SELECT 1 FROM captions c WHERE c.image_id = i.id AND c.source = ? AND c.hidden = 0)")
         params.append(flt.source)
     rows = conn.execute(
-        "SELECT i.id, i.path, i.class, i.split, (SELECT COUNT(*) FROM captions c WHERE c.image_id = i.id),"
+        "SELECT i.id, i.path, i.class, i.split,"
+        " (SELECT COUNT(*) FROM captions c WHERE c.image_id = i.id AND c.hidden = 0),"
         f" i.n_annotators FROM images i WHERE {' AND '.join(sql)} ORDER BY i.id",
         params,
     ).fetchall()
@@ -147,12 +161,13 @@ def to_frame(rows: list) -> pd.DataFrame:
 
 def counters(conn: sqlite3.Connection, annotator: str) -> dict[str, int]:
     """done: images decided by anyone; total: images; mine: images ``annotator`` decided;
-    today: images ``annotator`` decided since 00:00 UTC."""
-    done, total = conn.execute("SELECT SUM(n_annotators > 0), COUNT(*) FROM images").fetchone()
+    today: images ``annotator`` decided since 00:00 UTC. Hidden images count in none of them."""
+    done, total = conn.execute("SELECT SUM(n_annotators > 0), COUNT(*) FROM images WHERE hidden = 0").fetchone()
     today = datetime.now(timezone.utc).date().isoformat()
     mine, mine_today = conn.execute(
         "SELECT COUNT(DISTINCT image_id), COUNT(DISTINCT CASE WHEN created_at >= ? THEN image_id END)"
-        " FROM effective_decisions WHERE annotator = ? AND verdict != 'undo'",
+        " FROM effective_decisions WHERE annotator = ? AND verdict != 'undo'"
+        " AND image_id NOT IN (SELECT id FROM images WHERE hidden = 1)",
         (today, annotator),
     ).fetchone()
     return {"done": done or 0, "total": total, "mine": mine, "today": mine_today}

@@ -215,9 +215,9 @@ def test_import_upload_and_export_every_format(client, served, tmp_path):
     assert "images +0 (24 present)" in summary  # re-import from the server is idempotent
     with pytest.raises(gradio_client.exceptions.AppError, match="outside"):
         client.predict("seed-triplets", "../../etc/passwd", None, api_name="/import")
-    from curation.exporters import EXPORTERS
+    from ui.data import FILE_EXPORTS
 
-    for kind in EXPORTERS:
+    for kind in FILE_EXPORTS:
         path, summary = client.predict(kind, False, api_name="/export")
         assert Path(path).is_file() and Path(path).stat().st_size > 0, kind
         assert f"{kind}:" in summary

@@ -272,7 +272,7 @@ def test_caption_table_csv_round_trip(conn, tmp_path):
     import_file(conn, "csv", tmp_path / "in.csv", ImportOptions(image_root=tmp_path))
     record_decision(conn, 1, 1, "accept", "ann")
     record_decision(conn, 1, 1, "reject", "bob")
-    assert export_file(conn, "csv", tmp_path / "out.csv").records == 3
+    assert export_file(conn, "decisions-csv", tmp_path / "out.csv").records == 3
     with open(tmp_path / "out.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["caption"], r["annotator"], r["verdict"]) for r in rows] == [
@@ -287,7 +287,7 @@ def test_caption_table_csv_round_trip(conn, tmp_path):
         "SELECT i.path, c.text, c.source FROM captions c JOIN images i ON i.id = c.image_id ORDER BY c.id"
     )
     assert other.execute(fields).fetchall() == conn.execute(fields).fetchall()
-    assert export_file(conn, "parquet", tmp_path / "o.parquet", TripletFilter(annotator="bob")).records == 1
+    assert export_file(conn, "decisions-parquet", tmp_path / "o.parquet", TripletFilter(annotator="bob")).records == 1
 
 
 _SLOW_IMPORT = """

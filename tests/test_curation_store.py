@@ -68,10 +68,13 @@ def test_a_version_1_database_is_migrated_and_keeps_its_decisions(tmp_path):
     record_decision(conn, image_id, bad, "accept", "ann")
     undo_last(conn, "ann")
     conn.execute("DROP VIEW effective_decisions")  # what schema version 1 had
+    for statement in ("DROP TABLE visibility_log", "DROP TABLE resolutions", "ALTER TABLE images DROP COLUMN hidden",
+                      "ALTER TABLE captions DROP COLUMN hidden"):  # schema version 3
+        conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     conn = open_store(tmp_path / "s.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     effective = conn.execute("SELECT caption_id, verdict FROM effective_decisions WHERE verdict != 'undo'").fetchall()
     assert [tuple(row) for row in effective] == [(good, "accept")]
     assert stats(conn)["per_annotator"]["ann"] == {"decisions": 1, "images": 1, "accept": 1, "reject": 0,

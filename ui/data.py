@@ -9,7 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from common.paths import resolve_inside
-from curation.exporters import EXPORTERS, export_file
+from curation.exporters import EXPORTS, export_file
 from curation.importers import IMPORTERS, ImportOptions, import_file
 from curation.triplets import TripletFilter
 from scorer.generation import LANGUAGES, STYLES
@@ -17,7 +17,7 @@ from ui.background import SCOPES, GenerateForm
 from ui.common import localized, say, tr, user_errors
 from ui.services import Services
 
-EXPORT_SUFFIX = {"csv": ".csv", "parquet": ".parquet"}
+FILE_EXPORTS = [kind for kind, spec in EXPORTS.items() if not spec.folder]  # a download is one file
 POLL_SECONDS = 1.0
 SHOWN_SKIPPED = 5  # unreadable images the generation status names (the log has them all)
 
@@ -39,10 +39,10 @@ def import_data(services: Services, kind: str, server_path: str | None, upload: 
 
 def export_data(services: Services, kind: str, human_only: bool) -> tuple[str, str]:
     """Write ``kind`` under the app's exports folder; return the file (for download) and a summary."""
-    if kind not in EXPORTERS:
-        raise ValueError(f"unknown export kind {kind!r}; choose one of {', '.join(EXPORTERS)}")
+    if kind not in FILE_EXPORTS:
+        raise ValueError(f"unknown export kind {kind!r}; choose one of {', '.join(FILE_EXPORTS)}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    out = services.config.exports_dir / f"{kind}-{stamp}{EXPORT_SUFFIX.get(kind, '.json')}"
+    out = services.config.exports_dir / f"{kind}-{stamp}{EXPORTS[kind].suffix}"
     report = export_file(services.conn(), kind, out, TripletFilter(human_only=bool(human_only)))
     return str(out), say("export_summary", kind=report.kind, records=report.records, file=out.name)
 
@@ -84,7 +84,7 @@ def build_data_tab(services: Services) -> dict:
             summary = gr.Markdown(elem_id="import-summary")
             skipped = gr.Dataframe(headers=["row", "reason"], label=t("import_report"), interactive=False)
         with gr.Column():
-            export_kind = gr.Dropdown(list(EXPORTERS), value="triplets", label=t("export_kind"))
+            export_kind = gr.Dropdown(FILE_EXPORTS, value="triplets", label=t("export_kind"))
             human_only = gr.Checkbox(value=True, label=t("human_only"))
             export_btn = gr.Button(t("export"), variant="primary", elem_id="btn-export")
             export_file_out = gr.File(label=t("download"), interactive=False)

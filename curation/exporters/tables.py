@@ -1,10 +1,11 @@
-"""Caption tables (``csv``, ``parquet``): every caption with each annotator's latest verdict.
+"""Decision tables (``decisions-csv``, ``decisions-parquet``): every caption with each annotator's latest verdict.
 
 Columns ``image, caption, source, author, created_at, annotator, verdict, decided_at``; a caption no
 one judged has one row with empty verdict columns, a caption judged by two annotators has two rows.
 The first three columns are the candidate-captions CSV of docs/formats.md, so the ``csv`` importer
-reads this file back. Filters: ``annotator`` and ``human_only`` keep judged rows only; ``since`` /
-``until`` apply to the decision time (caption time for unjudged rows).
+reads this file back. Hidden images and captions are left out. Filters: ``annotator`` and
+``human_only`` keep judged rows only; ``since`` / ``until`` apply to the decision time (caption time
+for unjudged rows). The verdicts are the annotators' own; reviewers' resolutions are not applied here.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def caption_table(conn: sqlite3.Connection, flt: TripletFilter | None = None) ->
         " e.verdict,"
         " e.created_at AS decided_at FROM captions c JOIN images i ON i.id = c.image_id"
         " LEFT JOIN eff e ON e.caption_id = c.id AND e.rn = 1"
-        f" WHERE {where} ORDER BY c.id, e.annotator"
+        f" WHERE i.hidden = 0 AND c.hidden = 0 AND {where} ORDER BY c.id, e.annotator"
     )
     return pd.read_sql_query(sql, conn, params=params)
 
@@ -50,4 +51,4 @@ def export_table(
     path = Path(out)
     frame = caption_table(conn, flt)
     write_frame(frame, path, parquet=kind == "parquet")
-    return ExportReport(kind, str(path), len(frame))
+    return ExportReport(f"decisions-{kind}", str(path), len(frame))
