@@ -94,9 +94,9 @@ class OpenAICompatibleGenerator:
                 on_progress(done, len(images))
         return captions
 
-    def chat(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
+    def chat(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int | None = None) -> list[list[str]]:
         return [fill_distinct([f"prompt {i}"], n, lambda _idx, k, p=prompt: [
-                    self.complete([{"role": "user", "content": p}], k)], self.settings.max_rounds)[0]
+                    self.complete([{"role": "user", "content": p}], k, max_new_tokens)], self.settings.max_rounds)[0]
                 for i, prompt in enumerate(prompts)]
 
     # -- the protocol ----------------------------------------------------------------------------------
@@ -106,10 +106,10 @@ class OpenAICompatibleGenerator:
         picture.save(buffer, format="PNG")
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
-    def complete(self, messages: list[dict], k: int = 1) -> list[str]:
+    def complete(self, messages: list[dict], k: int = 1, max_new_tokens: int | None = None) -> list[str]:
         """One chat completion request → the text of each returned choice."""
         s = self.settings
-        body = {"model": self.model_name, "messages": messages, "max_tokens": s.max_new_tokens,
+        body = {"model": self.model_name, "messages": messages, "max_tokens": max_new_tokens or s.max_new_tokens,
                 "temperature": s.temperature if s.do_sample else 0.0, "top_p": s.top_p}
         if k > 1:
             body["n"] = k
