@@ -31,10 +31,13 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with
 CPU_BF16_MIN_HIDDEN = 1024
 
 
-def cpu_bf16_flags(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> list[str]:
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_bf16_flags(cpuinfo: str | os.PathLike[str] | None = None) -> list[str]:
     """The native-bf16 flags (AMX, AVX512-BF16) this CPU reports; [] where /proc/cpuinfo is absent."""
     try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+        text = Path(cpuinfo or CPUINFO).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
     flags = set()
