@@ -2,7 +2,7 @@
 
 Layout of a checkpoint directory::
 
-    scorer_config.json   ScorerConfig (backbone id/path, pooling, heads, LoRA, pixel limits, version)
+    scorer_config.json   ScorerConfig (backbone id/path, pooling, heads, LoRA, preprocessing, version)
     heads.safetensors    poolers, projection heads, logit_scale, logit_bias
     adapter/             peft LoRA adapter (adapter_config.json + adapter_model.safetensors), if any
     backbone/            full backbone weights + processor, when the backbone itself was trained
@@ -50,6 +50,10 @@ HEADS_FILE = "heads.safetensors"
 ADAPTER_DIR = "adapter"
 BACKBONE_DIR = "backbone"
 ORIGINAL_CONFIG_FILE = "model_config.json"
+# The original's inference (SimilarityScorer.score): every image resized to 512×512 bicubic before its
+# processor (→ a 504×504 model input), captions truncated only at the tokenizer's maximum.
+ORIGINAL_RESIZE_TO = 512
+ORIGINAL_RESAMPLE = "bicubic"
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -75,7 +79,10 @@ def save_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         config = ScorerConfig.from_dict(model.config.to_dict())
+        # What the processor applies is what the next load applies.
         config.min_pixels, config.max_pixels = processor.min_pixels, processor.max_pixels
+        config.max_text_tokens, config.resize_to = processor.max_text_tokens, processor.resize_to
+        config.resample = processor.resample
         if save_backbone:
             model.qwen.save_pretrained(staging / BACKBONE_DIR, safe_serialization=True)
             processor.processor.save_pretrained(staging / BACKBONE_DIR)
@@ -161,7 +168,7 @@ def load_checkpoint(
     model.load_heads_state_dict(load_file(directory / HEADS_FILE))
     model.to(next(qwen.parameters()).device)
     model.train(trainable)
-    return model, DualEncoderProcessor(hf_processor, config.max_text_tokens)
+    return model, DualEncoderProcessor.from_config(hf_processor, config)
 
 
 def new_scorer(
@@ -186,7 +193,7 @@ def new_scorer(
     model = DualEncoder(qwen, config)
     model.to(next(qwen.parameters()).device)
     model.eval()
-    return model, DualEncoderProcessor(hf_processor, config.max_text_tokens)
+    return model, DualEncoderProcessor.from_config(hf_processor, config)
 
 
 # -- the original project's format ---------------------------------------------------------------
@@ -224,6 +231,8 @@ def load_original_checkpoint(
     """Load a checkpoint of the original Remote_Scorer project (see the module docstring for keys).
 
     ``backbone`` overrides ``model_path`` (which usually names a directory on the author's machine).
+    The scorer preprocesses as the original's inference did: images resized to 512×512 (bicubic)
+    first, the backbone's own pixel limits, captions cut only at the tokenizer's maximum.
     """
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
@@ -240,6 +249,7 @@ def load_original_checkpoint(
         embed_dim=projection_dim, head_hidden_dim=projection_dim,
         head_layers=int(original.get("num_projection_layers", 2)),
         head_dropout=float(original.get("dropout", 0.1)),
+        max_text_tokens=None, resize_to=ORIGINAL_RESIZE_TO, resample=ORIGINAL_RESAMPLE,
         extra={"imported_from": str(directory), "original_config": original},
     )
     qwen, hf_processor = load_backbone(config.backbone, device=device, dtype=dtype)
@@ -265,4 +275,4 @@ def load_original_checkpoint(
     model.load_heads_state_dict(heads)
     model.to(next(qwen.parameters()).device)
     model.eval()
-    return model, DualEncoderProcessor(hf_processor, config.max_text_tokens)
+    return model, DualEncoderProcessor.from_config(hf_processor, config)

@@ -51,9 +51,15 @@ class ScorerConfig:
     head_hidden_dim: int = 768
     head_layers: int = 2
     head_dropout: float = 0.1
-    max_text_tokens: int = 256
+    # Preprocessing, part of the checkpoint so that every scoring path feeds the model as it was
+    # trained: captions cut at ``max_text_tokens`` (None: only at the tokenizer's maximum); images
+    # first resized to a ``resize_to`` square with ``resample`` (None: aspect kept), then fitted to
+    # the pixel budget. Original Remote_Scorer checkpoints: 512, bicubic, no text cut.
+    max_text_tokens: int | None = 256
     min_pixels: int | None = None  # None: the checkpoint's own preprocessor setting
     max_pixels: int | None = None
+    resize_to: int | None = None
+    resample: str = "bicubic"
     lora: LoraSettings | None = None
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)  # provenance (training run, source checkpoint, ...)

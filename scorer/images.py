@@ -7,7 +7,14 @@ RGBA, palette images, scenes of tens of thousands of pixels a side, and chips of
 Stretch rule for 16-bit and float data: per band, values are clipped to the 2nd–98th
 percentile of the finite pixels and mapped linearly to 0–255 (NaN/inf become 0). This is the
 usual "2 % linear stretch" of GIS viewers, so a SAR or 16-bit optical scene looks as it would
-in QGIS. 8-bit data is never stretched.
+in QGIS. 8-bit data is never stretched. Data with nothing to stretch (every band all NaN/inf or
+constant) is an error naming the file, not a black image.
+
+Pixel limit (decompression bombs): the width × height in the file's header is checked before any
+pixel is decoded; above ``max_image_pixels`` (default :data:`DEFAULT_MAX_IMAGE_PIXELS`, 150 MP,
+or ``$REMOTE_SCORER_MAX_IMAGE_PIXELS``) the file is refused with :class:`ImageLoadError`. A
+Sentinel-2 10 m tile (10,980² = 121 MP) still loads; a 1-bit PNG of 20,000² (48 KB on disk, 400 MP)
+does not. JPEGs larger than the pixel budget are decoded reduced (``Image.draft``).
 """
 
 from __future__ import annotations
@@ -21,12 +28,38 @@ from PIL import Image, UnidentifiedImageError
 # Qwen2.5-VL works on 28-pixel units (patch 14 × merge 2): a smaller side cannot make one token.
 MIN_SIDE = 28
 STRETCH_PERCENTILES = (2.0, 98.0)
-# Whole-scene GeoTIFFs are big; refuse only absurd sizes, and say so, instead of PIL's bomb error.
-MAX_DECODE_PIXELS = 1_000_000_000
-# PIL's own decompression-bomb check (~179 M pixels) would refuse ordinary whole scenes; it has no
-# per-call setting, so it is raised once here and load_image applies MAX_DECODE_PIXELS itself.
-Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_DECODE_PIXELS)
+DEFAULT_MAX_IMAGE_PIXELS = 150_000_000
+MAX_IMAGE_PIXELS_ENV = "REMOTE_SCORER_MAX_IMAGE_PIXELS"
+# PIL's own decompression-bomb check (error above 2 × ~89 M pixels) has no per-call setting; it is
+# raised once here to a hard ceiling so that load_image's own, configurable limit decides.
+PIL_CEILING_PIXELS = 1_000_000_000
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, PIL_CEILING_PIXELS)
+RESAMPLING = {name.lower(): member for name, member in Image.Resampling.__members__.items()}
 _TIFF_SUFFIXES = {".tif", ".tiff"}
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # more than 8 bits per sample: stretched
+
+
+def pixel_limit(limit: int | None = None) -> int:
+    """``limit``, else ``$REMOTE_SCORER_MAX_IMAGE_PIXELS``, else :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
+    if limit is not None:
+        return int(limit)
+    value = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").replace("_", "")
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${MAX_IMAGE_PIXELS_ENV} must be a positive whole number of pixels, got {value!r}")
+    return int(value)
+
+
+def resampling(name: str) -> Image.Resampling:
+    """A resampling filter by name (``bicubic``, ``bilinear``, ``lanczos``, ...)."""
+    if name.lower() not in RESAMPLING:
+        raise ValueError(f"unknown resampling filter {name!r}; choose one of {', '.join(RESAMPLING)}")
+    return RESAMPLING[name.lower()]
+
+
+class NoPixelDataError(ValueError):
+    """16-bit or float data with nothing to show: every band is all NaN/inf or constant."""
 
 
 class ImageLoadError(ValueError):
@@ -53,6 +86,11 @@ def stretch_to_uint8(band: np.ndarray, percentiles: tuple[float, float] = STRETC
     return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _has_range(band: np.ndarray) -> bool:
+    finite = band[np.isfinite(band)] if np.issubdtype(band.dtype, np.floating) else band
+    return finite.size > 0 and finite.min() < finite.max()
+
+
 def array_to_rgb(array: np.ndarray) -> Image.Image:
     """An (H, W) or (H, W, C) array of any dtype → RGB image (bands 1–3 used; 1 band → gray)."""
     if array.ndim == 3 and array.shape[0] <= 4 < array.shape[-1]:
@@ -69,22 +107,18 @@ def array_to_rgb(array: np.ndarray) -> Image.Image:
     if array.dtype == np.uint8:
         out = array
     else:
+        if not any(_has_range(array[:, :, i]) for i in range(array.shape[-1])):
+            raise NoPixelDataError("no usable pixel values: every band is all NaN/inf or constant")
         out = np.stack([stretch_to_uint8(array[:, :, i]) for i in range(array.shape[-1])], axis=-1)
     if out.shape[-1] == 1:
         out = np.repeat(out, 3, axis=-1)
     return Image.fromarray(np.ascontiguousarray(out), mode="RGB")
 
 
-def _open_tiff(path: Path) -> Image.Image:
-    import tifffile  # 16-bit / float / multi-band GeoTIFFs that PIL cannot decode
-
-    return array_to_rgb(tifffile.imread(path))
-
-
 def _pil_to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("RGB", "L"):
         return image.convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode in _WIDE_MODES:
         return array_to_rgb(np.asarray(image))
     if image.mode in ("RGBA", "LA", "P", "PA"):
         # Transparent areas (no-data in clipped scenes) become black, not undefined colours.
@@ -115,43 +149,81 @@ def load_image(
     source: str | os.PathLike[str] | Image.Image,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    resize_to: int | None = None,
+    resample: str = "bicubic",
+    max_image_pixels: int | None = None,
 ) -> Image.Image:
     """Open ``source`` and return an 8-bit RGB image within the pixel budget.
 
-    Raises :class:`ImageLoadError` naming the file when it is missing or cannot be decoded.
+    ``resize_to``: first resize to that square side with ``resample`` (the original Remote_Scorer's
+    inference: 512, bicubic), then apply the budget. ``max_image_pixels``: the decompression-bomb
+    limit (see the module docstring). Raises :class:`ImageLoadError` naming the file when it is
+    missing, over the limit, without usable pixel values, or cannot be decoded.
     """
+    limit = pixel_limit(max_image_pixels)
     if isinstance(source, Image.Image):
-        return fit_pixel_budget(_pil_to_rgb(source), min_pixels, max_pixels)
-    path = Path(source)
+        _check_size(source.size, limit, "image")
+        rgb = _pil_to_rgb(source)
+    else:
+        rgb = _decode(Path(source), limit, max_pixels)
+    if resize_to:
+        rgb = rgb.resize((int(resize_to), int(resize_to)), resampling(resample))
+    return fit_pixel_budget(rgb, min_pixels, max_pixels)
+
+
+def _check_size(size: tuple[int, int], limit: int, name: str, path: Path | None = None) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageLoadError(f"{name} has {width}×{height} pixels, more than the limit of {limit:,} "
+                             f"(${MAX_IMAGE_PIXELS_ENV} or max_image_pixels raises it); tile the scene first", path)
+
+
+def _decode(path: Path, limit: int, max_pixels: int | None) -> Image.Image:
+    """The file → RGB, its header's size checked against ``limit`` before any pixel is decoded."""
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}", path)
+    tiff = path.suffix.lower() in _TIFF_SUFFIXES
     try:
-        with Image.open(path) as opened:
-            if opened.size[0] * opened.size[1] > MAX_DECODE_PIXELS:
-                raise ImageLoadError(f"image {path} has {opened.size[0]}×{opened.size[1]} pixels, more than "
-                                     f"{MAX_DECODE_PIXELS:,}; tile the scene first", path)
-            if max_pixels and path.suffix.lower() not in _TIFF_SUFFIXES:
+        with Image.open(path) as opened:  # reads the header only
+            _check_size(opened.size, limit, f"image {path}", path)
+            if max_pixels and not tiff:
                 opened.draft("RGB", _draft_size(opened.size, max_pixels))  # JPEG: decode at lower res
-            try:
-                rgb = _pil_to_rgb(opened)
-            except (OSError, ValueError):
-                if path.suffix.lower() not in _TIFF_SUFFIXES:
-                    raise
-                rgb = _open_tiff(path)
+            if not (tiff and _pil_truncates(opened)):
+                try:
+                    return _pil_to_rgb(opened)
+                except (OSError, ValueError) as err:
+                    if not tiff or isinstance(err, NoPixelDataError):
+                        raise
+        return _open_tiff(path, limit)  # a TIFF layout PIL cannot decode, or not without losing bits
     except UnidentifiedImageError:
-        if path.suffix.lower() not in _TIFF_SUFFIXES:
+        if not tiff:
             raise ImageLoadError(f"cannot read image {path}: not a recognised image format", path) from None
-        rgb = _open_tiff_or_fail(path)
+        return _open_tiff(path, limit)
     except ImageLoadError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise ImageLoadError(f"cannot read image {path}: {err}", path) from err
-    return fit_pixel_budget(rgb, min_pixels, max_pixels)
 
 
-def _open_tiff_or_fail(path: Path) -> Image.Image:
+def _pil_truncates(image: Image.Image) -> bool:
+    """A 16-bit multi-band TIFF that PIL opens as 8-bit RGB(A) by keeping each sample's high byte."""
+    bits = image.tag_v2.get(258, (8,)) if hasattr(image, "tag_v2") else (8,)
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return max(bits) > 8 and image.mode not in _WIDE_MODES
+
+
+def _open_tiff(path: Path, limit: int) -> Image.Image:
+    """16-bit / float / multi-band GeoTIFFs that PIL cannot decode, through tifffile."""
+    import tifffile
+
     try:
-        return _open_tiff(path)
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages.first
+            _check_size((page.imagewidth, page.imagelength), limit, f"image {path}", path)
+            array = tiff.asarray()
+        return array_to_rgb(array)
+    except ImageLoadError:
+        raise
     except Exception as err:  # tifffile raises many types; all mean "this file is unreadable"
         raise ImageLoadError(f"cannot read image {path}: {err}", path) from err
 

@@ -134,10 +134,12 @@ class Scorer:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike[str], device: str | None = None,
-                        batch_size: int = 16, cache_dir: str | os.PathLike[str] | None = None) -> Scorer:
+                        batch_size: int = 16, cache_dir: str | os.PathLike[str] | None = None,
+                        dtype: str | torch.dtype | None = None) -> Scorer:
+        """``dtype``: ``auto`` (None), ``bf16``, ``fp16`` or ``fp32`` (see ``resolve_dtype``)."""
         from scorer.checkpoint import load_checkpoint
 
-        model, processor = load_checkpoint(checkpoint, device=device)
+        model, processor = load_checkpoint(checkpoint, device=device, dtype=dtype)
         return cls(model, processor, checkpoint_version(checkpoint), batch_size, EmbeddingCache(cache_dir))
 
     # -- embedding -----------------------------------------------------------------------------------

@@ -115,6 +115,30 @@ def _check_adapters_off_while_generating(model, processor, settings, images, bef
     assert model.has_lora
 
 
+def test_generation_stops_at_end_of_sequence(tiny_model, images):
+    """Each answer ends at <|im_end|>: the model is made to say it at its third token; 20 are allowed."""
+    model, processor = tiny_model
+    im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    steps = []
+
+    def say_end_at_third_token(_module, _args, logits):
+        steps.append(1)
+        if len(steps) >= 3:
+            logits[..., im_end] += 1e4
+        return logits
+
+    settings = GenerationSettings(**(FAST | {"max_new_tokens": 20, "min_new_tokens": 0}))
+    generator = LocalQwenGenerator(model, processor, settings)
+    hook = model.qwen.lm_head.register_forward_hook(say_end_at_third_token)
+    try:
+        answers = generator.sample(["Describe the image."], 2, processor.load_images(images[:1]))
+    finally:
+        hook.remove()
+    assert len(steps) == 3  # three decoding steps, not twenty
+    assert len(answers[0]) == 2 and all("<|im_end|>" not in text for text in answers[0])
+    assert im_end in generator.stop_token_ids() and GenerationSettings().max_new_tokens == 64
+
+
 def test_bad_requests_fail_clearly(tiny_model, images, tmp_path):
     generator = LocalQwenGenerator(*tiny_model, GenerationSettings(**FAST))
     with pytest.raises(ValueError, match="style"):

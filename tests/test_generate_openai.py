@@ -64,7 +64,8 @@ class ChatHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         server = self.server
         with server.lock:
-            server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            server.requests.append({"path": self.path, "body": body,  # header names: any case on the wire
+                                    "headers": {k.title(): v for k, v in self.headers.items()}})
             failure = server.failures.pop(0) if server.failures else None
         if self.path != "/v1/chat/completions":
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -101,7 +102,7 @@ def images(tmp_path) -> Path:
 
 
 def quick(base_url: str, **kwargs) -> OpenAICompatibleGenerator:
-    options = dict(api_key="sk-test", timeout=2.0, retries=2, backoff_s=0.01) | kwargs
+    options = dict(api_key="sk-test", timeout=2.0, retries=2) | kwargs
     return OpenAICompatibleGenerator(base_url, MODEL, **options)
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from scorer import load_checkpoint
+from scorer import Scorer, load_checkpoint, save_checkpoint
 from scorer.qwen2_5_vl.tiny import ensure_tiny_backbone
 
 PROJECTION_DIM = 64
@@ -74,7 +74,7 @@ def original_checkpoint(tmp_path_factory):
 
 def test_original_checkpoint_embeds_as_the_original_code(original_checkpoint, tmp_path):
     out, vision, qwen, parts = original_checkpoint
-    model, processor = load_checkpoint(out, device="cpu")
+    model, processor = load_checkpoint(out, device="cpu", dtype="fp32")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (112, 140, 3), dtype=np.uint8))
     captions = ["two white planes on the apron", "农田和河流"]
     pixels = processor.images([image])
@@ -93,6 +93,61 @@ def test_original_checkpoint_embeds_as_the_original_code(original_checkpoint, tm
     torch.testing.assert_close(ours_image, expected_image, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(ours_text, expected_text, atol=1e-5, rtol=1e-4)
     assert model.config.lora is not None and "qkv" in model.config.lora.targets()
+
+
+def original_inference(checkpoint, image_paths, captions) -> torch.Tensor:
+    """The original's SimilarityScorer.score, step by step, for every (image, caption) → (n_images, n_captions).
+
+    Image: open → RGB → 512×512 bicubic → its processor (the backbone's own pixel limits) → encode_image.
+    Caption: its processor with truncation only at the tokenizer's maximum → encode_text. Score: cosine.
+    Each image and caption is encoded alone, as ``score`` does one pair at a time (no padding).
+    """
+    from transformers import AutoProcessor
+
+    out, vision, qwen, parts = checkpoint
+    processor = AutoProcessor.from_pretrained(json.loads((out / "model_config.json").read_text())["model_path"])
+    images, texts = [], []
+    with torch.inference_mode():
+        for path in image_paths:
+            image = Image.open(path).convert("RGB").resize((512, 512), Image.BICUBIC)
+            pixels = processor.image_processor(images=[image], return_tensors="pt")
+            assert pixels["image_grid_thw"].tolist() == [[1, 36, 36]]  # a 504×504 model input
+            features = vision(pixels["pixel_values"], grid_thw=pixels["image_grid_thw"]).pooler_output
+            features = features.view(1, -1, features.shape[-1])
+            pooled = parts["image_attention_pool"](features, torch.ones(features.shape[:2]))
+            images.append(F.normalize(parts["image_projection"].model(pooled), dim=1))
+        for caption in captions:
+            tokens = processor(text=[caption], padding=True, truncation=True, return_tensors="pt")
+            hidden = qwen.model.language_model(input_ids=tokens["input_ids"],
+                                               attention_mask=tokens["attention_mask"]).last_hidden_state
+            pooled = parts["text_attention_pool"](hidden, tokens["attention_mask"].float())
+            texts.append(F.normalize(parts["text_projection"].model(pooled), dim=1))
+    return torch.cat(images) @ torch.cat(texts).T
+
+
+def test_original_checkpoint_scores_as_the_original_inference(original_checkpoint, tmp_path):
+    """Issue 11: with our own preprocessing (aspect kept, 256-token cut) this differs by 0.028."""
+    model, processor = load_checkpoint(original_checkpoint[0], device="cpu", dtype="fp32")
+    assert (processor.resize_to, processor.resample, processor.max_text_tokens) == (512, "bicubic", None)
+    rng = np.random.default_rng(1)
+    paths = []
+    for index, size in enumerate([(256, 256), (300, 200), (90, 700)]):  # UCM tile, landscape, strip
+        paths.append(str(tmp_path / f"{index}.png"))
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(paths[-1])
+    long_caption = " ".join(["a dense residential area with many buildings and green trees"] * 30)
+    assert len(processor.tokenizer(long_caption)["input_ids"]) > 256  # our own checkpoints cut here
+    captions = ["two white planes on the apron", "农田和河流", long_caption]
+    ours = Scorer(model, processor, "original").score_pairs([(p, c) for p in paths for c in captions])
+    expected = original_inference(original_checkpoint, paths, captions).flatten().tolist()
+    assert max(abs(a - b) for a, b in zip(ours, expected)) < 1e-3
+
+
+def test_preprocessing_travels_with_the_checkpoint(original_checkpoint, tiny_checkpoint_session, tmp_path):
+    model, processor = load_checkpoint(original_checkpoint[0], device="cpu", dtype="fp32")
+    again = load_checkpoint(save_checkpoint(model, processor, tmp_path / "converted"), device="cpu")[1]
+    assert (again.resize_to, again.resample, again.max_text_tokens) == (512, "bicubic", None)
+    ours = load_checkpoint(tiny_checkpoint_session, device="cpu")[1]
+    assert (ours.resize_to, ours.max_text_tokens) == (None, 256)  # our own checkpoints keep theirs
 
 
 def test_original_checkpoint_without_its_adapter_is_a_clear_error(original_checkpoint, tmp_path):

@@ -31,10 +31,12 @@ class GenerationSettings:
 
     ``batch_size`` is images (or prompts) per ``generate`` call of the local model; each of them
     asks for ``n`` samples, so one call decodes ``batch_size · n`` sequences. ``max_rounds`` bounds
-    the extra sampling rounds spent replacing empty or duplicate captions.
+    the extra sampling rounds spent replacing empty or duplicate captions. Each answer stops at the
+    end of its turn (end-of-sequence); ``max_new_tokens`` only bounds one that never ends (64 tokens
+    hold a detailed caption of about 45 words).
     """
 
-    max_new_tokens: int = 128
+    max_new_tokens: int = 64
     min_new_tokens: int = 0
     do_sample: bool = True
     temperature: float = 0.9
@@ -68,8 +70,8 @@ class CaptionGenerator(Protocol):
         """n distinct captions per image (fewer only when sampling keeps repeating itself)."""
         ...
 
-    def chat(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
-        """n distinct answers per text-only prompt."""
+    def chat(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int | None = None) -> list[list[str]]:
+        """n distinct answers per text-only prompt (``max_new_tokens`` overrides the settings' bound)."""
         ...
 
 

@@ -31,6 +31,7 @@ from scorer.generation import (
     OpenAICompatibleGenerator,
     ProgressCallback,
 )
+from scorer.qwen2_5_vl.backbone import DTYPE_CHOICES
 
 logger = logging.getLogger(__name__)
 
@@ -173,14 +174,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--language", choices=LANGUAGES, default="en", help="language of the prompts")
     parser.add_argument("--append", action="store_true", help="add to --output, skipping images it has")
     decoding = parser.add_argument_group("decoding")
-    decoding.add_argument("--max-new-tokens", type=int, default=128)
+    decoding.add_argument("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens,
+                          help="bound on a caption's tokens; each stops earlier at its end-of-sequence")
     decoding.add_argument("--temperature", type=float, default=0.9)
     decoding.add_argument("--top-p", type=float, default=0.95)
     decoding.add_argument("--top-k", type=int, default=50)
     decoding.add_argument("--batch-size", type=int, default=4, help="images per generate call (local)")
     decoding.add_argument("--seed", type=int, default=None)
     decoding.add_argument("--device", default=None, help="local: cuda / cpu (default: cuda if available)")
-    decoding.add_argument("--dtype", default=None, help="local: bfloat16 / float32 (default: by device)")
+    decoding.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                          help="local: weights' precision; auto = bf16 on a GPU or CPU with native bf16, else fp32")
     endpoint = parser.add_argument_group("OpenAI-compatible endpoint")
     endpoint.add_argument("--openai-base-url", help="e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL)")
     endpoint.add_argument("--openai-model", help="model name the endpoint serves (default: $OPENAI_MODEL)")

@@ -21,6 +21,8 @@ from scorer.qwen2_5_vl.processing import DualEncoderProcessor
 
 logger = logging.getLogger(__name__)
 
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
 
 class LocalQwenGenerator:
     """Generates with ``model.qwen.generate`` through the checkpoint's own chat template."""
@@ -64,8 +66,8 @@ class LocalQwenGenerator:
                     on_progress(min(start + size, len(images)), len(images))
         return captions
 
-    def chat(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
-        """Text-only prompts → n distinct answers each."""
+    def chat(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int | None = None) -> list[list[str]]:
+        """Text-only prompts → n distinct answers each (``max_new_tokens`` overrides the settings' bound)."""
         self._check_sampling(n)
         size = self.settings.batch_size
         answers: list[list[str]] = []
@@ -74,7 +76,7 @@ class LocalQwenGenerator:
                 chunk = list(prompts[start:start + size])
                 labels = [f"prompt {start + i}" for i in range(len(chunk))]
                 answers += fill_distinct(labels, n, lambda idx, k, chunk=chunk: self.sample(
-                    [chunk[i] for i in idx], k), self.settings.max_rounds)
+                    [chunk[i] for i in idx], k, max_new_tokens=max_new_tokens), self.settings.max_rounds)
         return answers
 
     # -- one generate call -----------------------------------------------------------------------------
@@ -92,19 +94,38 @@ class LocalQwenGenerator:
                 batch = self.processor.tokenizer(texts, padding=True, return_tensors="pt")
         return {key: value.to(self.device) for key, value in batch.items()}
 
-    def sample(self, prompts: Sequence[str], k: int, images: Sequence[Image.Image] | None = None) -> list[list[str]]:
-        """One batched ``generate``: k sampled answers per prompt (adapters off, no gradients)."""
+    def sample(self, prompts: Sequence[str], k: int, images: Sequence[Image.Image] | None = None,
+               max_new_tokens: int | None = None) -> list[list[str]]:
+        """One batched ``generate``: k sampled answers per prompt (adapters off, no gradients).
+
+        Each answer stops at its end-of-sequence token; one cut at ``max_new_tokens`` is logged."""
         inputs = self.encode_prompts(prompts, images)
         s = self.settings
-        options = dict(max_new_tokens=s.max_new_tokens, min_new_tokens=s.min_new_tokens, do_sample=s.do_sample,
-                       repetition_penalty=s.repetition_penalty, num_return_sequences=k)
+        stop = self.stop_token_ids()
+        options = dict(max_new_tokens=max_new_tokens or s.max_new_tokens, min_new_tokens=s.min_new_tokens,
+                       do_sample=s.do_sample, repetition_penalty=s.repetition_penalty, num_return_sequences=k,
+                       eos_token_id=stop, pad_token_id=self.processor.tokenizer.pad_token_id)
         if s.do_sample:
             options.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         with self._adapters_disabled(), torch.inference_mode():
             output = self.model.qwen.generate(**inputs, **options)  # (len(prompts)·k, prompt + new)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        unfinished = int((~torch.isin(new_tokens, torch.tensor(stop, device=new_tokens.device)).any(-1)).sum())
+        if unfinished:
+            logger.warning("%d of %d answers reached max_new_tokens=%d before their end: cut short",
+                           unfinished, len(new_tokens), options["max_new_tokens"])
         texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+    def stop_token_ids(self) -> list[int]:
+        """Where an answer ends: the chat turn's end (``<|im_end|>``), ``<|endoftext|>``, and the model's own
+        ``generation_config.eos_token_id``; each sequence stops at the first, and the call when all have."""
+        tokenizer = self.processor.tokenizer
+        ids = [tokenizer.convert_tokens_to_ids(token) for token in STOP_TOKENS]
+        configured = self.model.qwen.generation_config.eos_token_id
+        ids += configured if isinstance(configured, list) else [configured]
+        unknown = tokenizer.unk_token_id
+        return list(dict.fromkeys(i for i in ids if isinstance(i, int) and i != unknown))
 
     # -- context ---------------------------------------------------------------------------------------
     def _check_sampling(self, n: int) -> None:

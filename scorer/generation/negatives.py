@@ -30,6 +30,11 @@ MAX_CHANGED_FRACTION = 0.5  # of the source's tokens
 _TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]")
 
 
+def hard_negative_token_budget(caption: str, n: int) -> int:
+    """A bound on the JSON answer's tokens: n copies of the caption (≤ one token per character) + markup."""
+    return 32 + n * (len(caption) + 24)
+
+
 def generate_hard_negatives(caption: str, n: int, generator: CaptionGenerator | None = None,
                             language: str | None = None, seed: int = 0) -> list[HardNegative]:
     """``n`` distinct negatives of ``caption``: validated LLM proposals first, then rule edits.
@@ -44,7 +49,8 @@ def generate_hard_negatives(caption: str, n: int, generator: CaptionGenerator | 
     language = language or detect_language(caption)
     negatives: list[HardNegative] = []
     if generator is not None:
-        answer = generator.chat([hard_negative_prompt(caption, n, language)], n=1)[0]
+        answer = generator.chat([hard_negative_prompt(caption, n, language)], n=1,
+                                max_new_tokens=hard_negative_token_budget(caption, n))[0]
         proposals = parse_negative_proposals(answer[0]) if answer else []
         negatives = validate_proposals(caption, proposals, f"llm:{generator.name}", language)[:n]
         logger.info("%s: %d of %d proposed negatives passed validation", generator.name, len(negatives),

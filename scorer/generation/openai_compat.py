@@ -1,9 +1,11 @@
 """Generation through any OpenAI-compatible ``/chat/completions`` endpoint (vLLM, DashScope, Ollama, ...).
 
-Images travel as base64 PNG data URLs in ``image_url`` content parts, after the same loading as the
-scorer's (16-bit / SAR stretch, pixel budget). Connection errors, timeouts, HTTP 429 and 5xx are
-retried with exponential back-off; an endpoint that stays unreachable raises
-:class:`GeneratorUnavailableError` naming the URL.
+Requests go through the ``openai`` client (``openai.OpenAI(base_url=..., timeout=..., max_retries=...)``):
+connection errors, timeouts, HTTP 408/409/429 and 5xx are retried by the client with exponential
+back-off (0.5 s doubling to 8 s, or the server's ``Retry-After``); an endpoint that stays unreachable
+raises :class:`GeneratorUnavailableError` naming the URL; any other HTTP error raises
+:class:`GeneratorError` at once. Images travel as base64 PNG data URLs in ``image_url`` content
+parts, after the same loading as the scorer's (16-bit / SAR stretch, pixel budget, pixel limit).
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import base64
 import io
 import logging
 import os
-import time
 from collections.abc import Sequence
 
-import httpx
+import openai
 
 from scorer.generation.base import (
     GenerationSettings,
@@ -30,8 +31,7 @@ from scorer.images import load_image
 
 logger = logging.getLogger(__name__)
 
-MAX_RETRY_AFTER_S = 30.0
-RETRY_STATUS = {429, 500, 502, 503, 504}
+NO_API_KEY = "not-needed"  # vLLM and Ollama take any key; the client insists on sending one
 
 
 class OpenAICompatibleGenerator:
@@ -41,7 +41,7 @@ class OpenAICompatibleGenerator:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None,
                  settings: GenerationSettings | None = None, timeout: float = 60.0, retries: int = 3,
-                 backoff_s: float = 1.0, max_image_pixels: int = 1024 * 1024):
+                 max_image_pixels: int = 1024 * 1024):
         if not base_url:
             raise ValueError("the OpenAI-compatible generator needs a base URL (--openai-base-url or OPENAI_BASE_URL)")
         if not model:
@@ -52,10 +52,9 @@ class OpenAICompatibleGenerator:
         self.model_name = model
         self.settings = settings or GenerationSettings()
         self.retries = retries
-        self.backoff_s = backoff_s
         self.max_image_pixels = max_image_pixels
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(timeout=timeout, headers=headers)
+        self.client = openai.OpenAI(base_url=base_url.rstrip("/"), api_key=api_key or NO_API_KEY,
+                                    timeout=timeout, max_retries=retries)
 
     @classmethod
     def from_env(cls, model: str, base_url: str | None = None, api_key: str | None = None,
@@ -94,9 +93,9 @@ class OpenAICompatibleGenerator:
                 on_progress(done, len(images))
         return captions
 
-    def chat(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
+    def chat(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int | None = None) -> list[list[str]]:
         return [fill_distinct([f"prompt {i}"], n, lambda _idx, k, p=prompt: [
-                    self.complete([{"role": "user", "content": p}], k)], self.settings.max_rounds)[0]
+                    self.complete([{"role": "user", "content": p}], k, max_new_tokens)], self.settings.max_rounds)[0]
                 for i, prompt in enumerate(prompts)]
 
     # -- the protocol ----------------------------------------------------------------------------------
@@ -106,57 +105,43 @@ class OpenAICompatibleGenerator:
         picture.save(buffer, format="PNG")
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
-    def complete(self, messages: list[dict], k: int = 1) -> list[str]:
+    def complete(self, messages: list[dict], k: int = 1, max_new_tokens: int | None = None) -> list[str]:
         """One chat completion request → the text of each returned choice."""
         s = self.settings
-        body = {"model": self.model_name, "messages": messages, "max_tokens": s.max_new_tokens,
-                "temperature": s.temperature if s.do_sample else 0.0, "top_p": s.top_p}
+        options = {"max_tokens": max_new_tokens or s.max_new_tokens,
+                   "temperature": s.temperature if s.do_sample else 0.0, "top_p": s.top_p}
         if k > 1:
-            body["n"] = k
+            options["n"] = k
         if s.seed is not None:
-            body["seed"] = s.seed
-        answer = self._post(body)
+            options["seed"] = s.seed
+        answer = self._create(messages, options)
         try:
-            return [_content_text(choice["message"]["content"]) for choice in answer["choices"]]
-        except (KeyError, TypeError, IndexError) as err:
+            return [_content_text(choice.message.content) for choice in answer.choices]
+        except (AttributeError, TypeError) as err:
             raise GeneratorError(f"{self.url}: response is not an OpenAI chat completion ({err!r}): "
                                  f"{str(answer)[:200]}") from err
 
-    def _post(self, body: dict) -> dict:
-        last, last_response = "", None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self._delay(attempt, last_response))
-            last_response = None
-            try:
-                response = self.client.post(self.url, json=body)
-            except httpx.TransportError as err:  # refused, DNS, timeouts
-                last = f"{type(err).__name__}: {err}"
-                logger.warning("%s: attempt %d failed: %s", self.url, attempt + 1, last)
-                continue
-            if response.status_code in RETRY_STATUS:
-                last_response = response
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-                logger.warning("%s: attempt %d failed: %s", self.url, attempt + 1, last)
-                continue
-            if response.status_code >= 400:
-                raise GeneratorError(f"{self.url} answered HTTP {response.status_code}: {response.text[:500]}")
-            try:
-                return response.json()
-            except ValueError as err:
-                raise GeneratorError(f"{self.url}: response is not JSON: {response.text[:200]}") from err
+    def _create(self, messages: list[dict], options: dict):
+        """``chat.completions.create``; the client's own retries spent, its errors become ours."""
+        attempts = f"after {self.retries + 1} attempts"
+        try:
+            return self.client.chat.completions.create(model=self.model_name, messages=messages, **options)
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:  # refused, DNS, timeouts
+            last = f"{type(err).__name__}: {err.__cause__ or err}"
+        except openai.APIStatusError as err:
+            last = f"HTTP {err.status_code}: {err.response.text[:200]}"
+            if not retried_by_the_client(err.status_code):
+                raise GeneratorError(f"{self.url} answered {last}") from err
+        except openai.APIResponseValidationError as err:
+            raise GeneratorError(f"{self.url}: response is not an OpenAI chat completion: {err}") from err
         raise GeneratorUnavailableError(
-            f"OpenAI-compatible endpoint {self.url} is unavailable after {self.retries + 1} attempts ({last}). "
+            f"OpenAI-compatible endpoint {self.url} is unavailable {attempts} ({last}). "
             f"Is the server running and the base URL right (it usually ends in /v1)?")
 
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        retry_after = response.headers.get("Retry-After") if response is not None else None
-        if retry_after:
-            try:
-                return min(float(retry_after), MAX_RETRY_AFTER_S)
-            except ValueError:
-                pass
-        return self.backoff_s * 2 ** (attempt - 1)
+
+def retried_by_the_client(status: int) -> bool:
+    """The statuses the openai client retries (timeouts, conflicts, rate limits, server errors)."""
+    return status in (408, 409, 429) or status >= 500
 
 
 def _content_text(content) -> str:
