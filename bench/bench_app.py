@@ -43,8 +43,8 @@ def setup(work: Path):
     import app
     from curation.store import add_caption
     from curation.views import image_captions, list_images
+    from loop import AppConfig, Services
     from scorer.write_tiny_checkpoint import main as write_tiny
-    from ui.services import AppConfig, Services
 
     write_tiny([str(work / "tiny")])
     services = Services(AppConfig(data_dir=work / "data", image_root=app.DEMO_IMAGES, checkpoint=work / "tiny",
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decisions", type=int, default=40, help="decisions per condition")
     parser.add_argument("--train-steps", type=int, default=60, help="steps of the background training run")
     args = parser.parse_args(argv)
-    from ui.jobs import TrainForm
+    from loop import TrainForm
 
     with tempfile.TemporaryDirectory() as tmp:
         services = setup(Path(tmp))

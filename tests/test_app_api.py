@@ -378,7 +378,7 @@ def finished_process():
 def watched_job(services):
     """A run as the app lists it, whose training process has already ended."""
     from curation.models import add_training_run, update_training_run
-    from ui.jobs import Job
+    from loop.training import Job
 
     _, active = services.scorer()
     run_id = add_training_run(services.conn(), {"form": {}, "parent_model": active, "active_model": active})
@@ -486,7 +486,7 @@ def running_blocks(port: int, timeout: float = 60.0):
 
 def test_python_app_py_scores_the_queue_at_launch_and_close_stops_the_scorer(tmp_path, tiny_checkpoint_session):
     import app
-    from ui.services import AppConfig, Services
+    from loop import AppConfig, Services
 
     services = Services(AppConfig(data_dir=tmp_path, image_root=DEMO, checkpoint=tiny_checkpoint_session,
                                   max_pixels=64 * 64))
