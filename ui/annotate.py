@@ -264,11 +264,14 @@ def hard_negatives(services: Services, annotator: str, state: dict, n: float) ->
 
 
 def image_record(services: Services, annotator: str, image_id: int) -> dict:
-    """An image and its captions ranked by the active model, as plain data (the ``/open_image`` endpoint)."""
+    """An image and its captions ranked by the active model, as plain data (the ``/open_image`` endpoint).
+
+    The image is named ``image`` (as in the store's file formats): gradio_client would fetch a ``path`` as a file.
+    """
     who = (annotator or "").strip()
     image = get_image(services.conn(), int(image_id))
     _, model_id = services.scorer()
-    return {"image_id": image.id, "path": image.path, "class": image.cls, "model_version": model_id,
+    return {"image_id": image.id, "image": image.path, "class": image.cls, "model_version": model_id,
             "captions": [{"id": row.id, "text": row.text, "score": None if math.isnan(score) else score,
                           "source": row.source, "verdict": row.verdicts.get(who)}
                          for row, score in ranked_captions(services, image.id)]}
