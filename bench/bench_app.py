@@ -122,6 +122,7 @@ def bench_selection_move(services, count: int) -> list[float]:
     from ui.annotate import load_next, select
 
     state, times, delta = load_next(services, "mover", None).state, [], 1
+    assert state["image_id"] is not None and len(state["caption_ids"]) == 20, state
     for _ in range(count):
         if not 0 <= state["selected"] + delta < len(state["caption_ids"]):
             delta = -delta
