@@ -65,8 +65,8 @@ def read_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
 
 
 def app_config(args: argparse.Namespace):
-    """The :class:`ui.services.AppConfig` of the command line (library defaults where an option is not given)."""
-    from ui.services import AppConfig
+    """The :class:`loop.AppConfig` of the command line (library defaults where an option is not given)."""
+    from loop import AppConfig
 
     given = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
     return AppConfig(data_dir=args.data_dir.resolve(), image_root=args.image_root.resolve(), model=args.model,
@@ -75,7 +75,7 @@ def app_config(args: argparse.Namespace):
 
 
 def make_services(args: argparse.Namespace):
-    from ui.services import Services
+    from loop import Services
 
     services = Services(app_config(args))
     if args.demo:

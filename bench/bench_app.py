@@ -7,6 +7,8 @@
    ``Scorer.rank`` on the same inputs (baseline: what the model alone costs). Goal: ≤ 150 ms p50.
    Then the same first view in a fresh store whose queue the background scorer (``QueueScorer``) has
    already scored: what an annotator gets once the app has been up for a moment.
+   Then "selection move" (``ui.annotate.select``, ↑/↓ or a click on the table): the table is rendered again
+   from stored scores, the image is not read nor sent (``gr.skip()``).
 2. the latency of a decision (``ui.annotate.decide``: write, re-read, render) with no training and while
    a training run is in progress in its background process. Goal: ≤ 300 ms p95.
 
@@ -43,8 +45,8 @@ def setup(work: Path):
     import app
     from curation.store import add_caption
     from curation.views import image_captions, list_images
+    from loop import AppConfig, Services
     from scorer.write_tiny_checkpoint import main as write_tiny
-    from ui.services import AppConfig, Services
 
     write_tiny([str(work / "tiny")])
     services = Services(AppConfig(data_dir=work / "data", image_root=app.DEMO_IMAGES, checkpoint=work / "tiny",
@@ -115,6 +117,23 @@ def bench_revisit(services) -> list[float]:
     return times
 
 
+def bench_selection_move(services, count: int) -> list[float]:
+    """``count`` moves of the selection (down, then up at the end of the list) on one open image."""
+    from ui.annotate import load_next, select
+
+    state, times, delta = load_next(services, "mover", None).state, [], 1
+    assert state["image_id"] is not None and len(state["caption_ids"]) == 20, state
+    for _ in range(count):
+        if not 0 <= state["selected"] + delta < len(state["caption_ids"]):
+            delta = -delta
+        start = time.perf_counter()
+        view = select(services, "mover", state, delta=delta)
+        times.append(time.perf_counter() - start)
+        assert view.image is None, "a selection move must not load the image"
+        state = view.state
+    return times
+
+
 def bench_decisions(services, count: int, who: str, pause: float = 0.1) -> list[float]:
     """``count`` decisions, ``pause`` seconds apart (an annotator's pace, compressed)."""
     from ui.annotate import decide, load_next, skip
@@ -136,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decisions", type=int, default=40, help="decisions per condition")
     parser.add_argument("--train-steps", type=int, default=60, help="steps of the background training run")
     args = parser.parse_args(argv)
-    from ui.jobs import TrainForm
+    from loop import TrainForm
 
     with tempfile.TemporaryDirectory() as tmp:
         services = setup(Path(tmp))
@@ -146,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"handler / baseline (p50): {statistics.median(handler) / statistics.median(baseline):.2f}")
         warm = bench_revisit(services)
         print(summary("same images again, scores stored (handler)", warm))
+        print(summary("selection move, image not resent (handler)", bench_selection_move(services, args.decisions)))
         prescored, scan = bench_first_view_prescored(Path(tmp) / "prescored", args.images)
         print(summary("first view after the queue scorer ran (handler)", prescored))
         print(f"queue scorer: {scan:.1f} s for the 24 demo images × 20 captions; "
@@ -155,14 +175,14 @@ def main(argv: list[str] | None = None) -> None:
         print(summary("decision, no training", idle))
         services.training.start(TrainForm(max_steps=args.train_steps, lr=1e-4, batch_size=8, max_pixels=64 * 64,
                                           auto_promote=False))
-        while not (snap := services.training.snapshot())["progress"]:  # wait for the first step
-            assert snap["status"] == "running", snap["log"][-5:]
+        while not (snap := services.training.snapshot()).progress:  # wait for the first step
+            assert snap.status == "running", snap.log[-5:]
             time.sleep(0.2)
         busy = bench_decisions(services, args.decisions, "busy-annotator")
         still = services.training.snapshot()
         print(summary("decision, training run in progress", busy))
-        step = still["progress"][-1].get("step")
-        print(f"training was {still['status']} at step {step} when the last decision ended")
+        step = still.progress[-1].get("step")
+        print(f"training was {still.status} at step {step} when the last decision ended")
         print(f"busy / idle (p95): {percentile(busy, 0.95) / percentile(idle, 0.95):.2f}")
         services.close()
 

@@ -33,12 +33,13 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from scorer.config import LoraSettings, ScorerConfig
+from scorer.config import LoraSettings, ScorerConfig, default_scorer_config
 from scorer.model import DualEncoder
 from scorer.qwen2_5_vl.backbone import load_backbone
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
@@ -54,6 +55,31 @@ ORIGINAL_CONFIG_FILE = "model_config.json"
 # processor (→ a 504×504 model input), captions truncated only at the tokenizer's maximum.
 ORIGINAL_RESIZE_TO = 512
 ORIGINAL_RESAMPLE = "bicubic"
+ORIGINAL_LORA_RANK = 16  # the original project's default lora_r
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's config files say, read without loading any weights."""
+
+    backbone: str  # as a loader takes it: a backbone saved inside the checkpoint is given by its path
+    lora_rank: int | None  # rank of its LoRA adapters, None without adapters
+    original: bool  # the original Remote_Scorer format (model_config.json)
+
+
+def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
+    """The backbone and LoRA rank of a checkpoint, from its config alone (``FileNotFoundError`` if none)."""
+    directory = Path(path)
+    if (directory / CONFIG_FILE).is_file():
+        config = ScorerConfig.load(directory / CONFIG_FILE)
+        return CheckpointInfo(_backbone_source(directory, config.backbone),
+                              config.lora.r if config.lora is not None else None, original=False)
+    if (directory / ORIGINAL_CONFIG_FILE).is_file():
+        original = json.loads((directory / ORIGINAL_CONFIG_FILE).read_text(encoding="utf-8"))
+        has_adapter = original.get("use_lora") and (directory / "adapter_model.safetensors").is_file()
+        rank = int(original.get("lora_r", ORIGINAL_LORA_RANK)) if has_adapter else None
+        return CheckpointInfo(str(original.get("model_path", "")), rank, original=True)
+    raise FileNotFoundError(f"{directory} is not a scorer checkpoint: no {CONFIG_FILE} or {ORIGINAL_CONFIG_FILE}")
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -180,12 +206,10 @@ def new_scorer(
 ) -> tuple[DualEncoder, DualEncoderProcessor]:
     """An untrained scorer (fresh heads drawn from ``seed``) on ``backbone``: hub id, path or ``tiny``.
 
-    Without ``config``: the default heads, or for ``tiny`` heads sized to the tiny backbone.
+    Without ``config``: :func:`scorer.config.default_scorer_config` (heads sized to the tiny backbone on it).
     """
     if config is None:
-        from scorer.qwen2_5_vl.tiny import tiny_scorer_config
-
-        config = tiny_scorer_config() if backbone == "tiny" else ScorerConfig()
+        config = default_scorer_config(backbone)
     config.backbone = backbone
     qwen, hf_processor = load_backbone(backbone, device=device, dtype=dtype,
                                        min_pixels=config.min_pixels, max_pixels=config.max_pixels)
@@ -256,7 +280,8 @@ def load_original_checkpoint(
     backbone_module = qwen
     adapter_file = directory / "adapter_model.safetensors"
     if original.get("use_lora") and adapter_file.is_file():
-        config.lora = LoraSettings(r=int(original.get("lora_r", 16)), alpha=int(original.get("lora_alpha", 32)),
+        config.lora = LoraSettings(r=int(original.get("lora_r", ORIGINAL_LORA_RANK)),
+                                   alpha=int(original.get("lora_alpha", 32)),
                                    dropout=float(original.get("lora_dropout", 0.05)),
                                    target_regex=original_lora_regex(original.get("lora_target_modules")))
         lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,

@@ -89,3 +89,33 @@ class ScorerConfig:
     @classmethod
     def load(cls, path: str | Path) -> ScorerConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def is_tiny_backbone(backbone: str) -> bool:
+    """Whether ``backbone`` (``tiny``, a local folder or a hub id) is the tiny offline Qwen2.5-VL build."""
+    if backbone == "tiny":
+        return True
+    if not (Path(backbone) / "config.json").is_file():
+        return False  # a hub id: no real model is tiny
+    from transformers import Qwen2_5_VLConfig
+
+    from scorer.qwen2_5_vl.tiny import tiny_config_dict
+
+    def sizes(config) -> tuple[int, ...]:
+        text, vision = config.get_text_config(), config.vision_config
+        return (text.hidden_size, text.num_hidden_layers, text.intermediate_size, vision.hidden_size, vision.depth)
+
+    return sizes(Qwen2_5_VLConfig.from_pretrained(backbone)) == sizes(Qwen2_5_VLConfig(**tiny_config_dict()))
+
+
+def default_scorer_config(backbone: str) -> ScorerConfig:
+    """The config of a fresh scorer on ``backbone``: heads sized to the tiny build (hidden 128) on the tiny
+    backbone (``tiny`` or a folder holding it), else the real default (768 → 768). The one place that chooses."""
+    if is_tiny_backbone(backbone):
+        from scorer.qwen2_5_vl.tiny import tiny_scorer_config
+
+        config = tiny_scorer_config()
+    else:
+        config = ScorerConfig()
+    config.backbone = backbone
+    return config

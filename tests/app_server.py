@@ -17,7 +17,7 @@ def free_port() -> int:
 def serve_app(data_dir: Path, image_root: Path, checkpoint: Path, **config):
     """The app on a free 127.0.0.1 port with a fresh store holding the demo set: yields (url, services)."""
     import app
-    from ui.services import AppConfig, Services
+    from loop import AppConfig, Services
 
     services = Services(AppConfig(data_dir=data_dir, image_root=image_root, checkpoint=checkpoint,
                                   max_pixels=64 * 64, **config))

@@ -242,6 +242,62 @@ def test_generate_candidates_for_the_open_image(client, served):
     assert all(stored[row[2]].source == source and stored[row[2]].author.startswith("local:") for row in new)
 
 
+def test_moving_the_selection_sends_the_table_but_not_the_image_again(client, served):
+    _, services = served
+    from ui.annotate import select
+
+    out = start(client, "mover")
+    assert Path(out[0]).is_file()
+    moved = client.predict("mover", api_name="/select_down")
+    assert table_rows(moved)[1][0] == "▶" and moved[5] == table_rows(out)[1][2]  # the edit box follows
+    assert moved[0] == {"__type__": "update"}  # gr.skip(): no image sent, the page keeps the one it shows
+    view = select(services, "mover", {**out_state(services, "mover")}, delta=1)
+    assert view.image is None and view.outputs()[1] == gr_skip()
+
+
+def out_state(services, who: str) -> dict:
+    """A session state on the image ``who`` holds (as the page would have it)."""
+    from curation.queue import next_image
+
+    return {"image_id": next_image(services.conn(), who), "selected": 0, "skipped": [], "caption_ids": []}
+
+
+def gr_skip():
+    import gradio as gr
+
+    return gr.skip()
+
+
+def test_hard_negatives_of_the_selected_caption_become_candidates(client, served):
+    _, services = served
+    from curation.views import image_captions
+
+    out = start(client, "negator")
+    image_id, source_text = image_id_of(out), table_rows(out)[0][2]
+    before = {row[2] for row in table_rows(out)}
+    out = client.predict("negator", 2, api_name="/hard_negatives")
+    assert out[4].startswith("added ") and "hard negative" in out[4]
+    new = [row for row in table_rows(out) if row[2] not in before]
+    assert 1 <= len(new) <= 2 and all(row[4].startswith("hard-negative:") for row in new)
+    scores = [row[3] for row in table_rows(out)]
+    assert scores == sorted(scores, reverse=True)  # ranked with the others
+    stored = {c.text: c for c in image_captions(services.conn(), image_id)}
+    for row in new:
+        assert row[2] != source_text and stored[row[2]].author in ("rule", f"llm:local:{services.backbone_name()}")
+        kinds = row[4].split(":", 1)[1].split("+")
+        from scorer.generation import EDIT_KINDS
+
+        assert kinds and set(kinds) <= set(EDIT_KINDS)
+
+    caption = next(c for c in image_captions(services.conn(), image_id) if c.text == source_text)
+    record = client.predict(image_id, caption.id, 1, api_name="/add_hard_negatives")  # the same, by ids
+    assert len(record["added"]) <= 1 and record["image_id"] == image_id
+    by_id = {c["id"]: c for c in record["captions"]}
+    assert all(by_id[i]["source"].startswith("hard-negative:") for i in record["added"])
+    with pytest.raises(gradio_client.exceptions.AppError, match="has no caption"):
+        client.predict(image_id, 10**6, 1, api_name="/add_hard_negatives")
+
+
 def test_batch_generation_runs_in_the_background_and_imports_its_captions(client, served):
     _, services = served
     todo = unlabelled_free_images(services)
@@ -259,7 +315,7 @@ def test_batch_generation_runs_in_the_background_and_imports_its_captions(client
     source = f"model:{services.backbone_name()}"
     generated = {i for i in todo if any(c.source == source for c in image_captions(services.conn(), i))}
     assert generated == set(todo)
-    lines = Path(services.generation.snapshot()["output"]).read_text(encoding="utf-8").splitlines()
+    lines = Path(services.generation.snapshot().output).read_text(encoding="utf-8").splitlines()
     assert lines and all(json.loads(line)["source"] == source for line in lines)
     assert services.queue_scorer.wait(120)  # the new captions are scored for the queue too
     _, model_id = services.scorer()
@@ -276,9 +332,13 @@ def test_a_16_bit_image_is_shown_stretched(client, served, tmp_path):
     upload.write_text(json.dumps({"image": "sar16.tif", "caption": "a radar tile"}) + "\n")
     client.predict("jsonl", "", gradio_client.handle_file(str(upload)), api_name="/import")
     from curation.store import find_image
+    from ui.annotate import open_image
 
-    out = client.predict("viewer", find_image(services.conn(), "sar16.tif"), api_name="/open_image")
-    shown = np.asarray(Image.open(out[0]).convert("RGB"))
+    image_id = find_image(services.conn(), "sar16.tif")
+    record = client.predict("viewer", image_id, api_name="/open_image")
+    assert record["image"] == "sar16.tif" and [c["text"] for c in record["captions"]] == ["a radar tile"]
+    view = open_image(services, "viewer", None, image_id)  # what the Annotate tab shows (from Browse)
+    shown = np.asarray(view.image.convert("RGB"))
     assert shown.shape[:2] == (64, 64) and shown.min() < 30 and shown.max() > 220  # stretched to the full range
 
 
@@ -356,8 +416,8 @@ def test_batch_generation_skips_an_unreadable_image_and_imports_the_rest(client,
         assert "started" in client.predict("unlabelled", 1, "short", "en", api_name="/generate_start")
         percent, status = poll_generation(client)
         assert "**done**" in status and percent == 100, status
-        assert "imgs/corrupt.png" in status and "imgs/corrupt.png" in services.generation.snapshot()["skipped"]
-        output = Path(services.generation.snapshot()["output"]).read_text(encoding="utf-8").splitlines()
+        assert "imgs/corrupt.png" in status and "imgs/corrupt.png" in services.generation.snapshot().skipped
+        output = Path(services.generation.snapshot().output).read_text(encoding="utf-8").splitlines()
         written = {json.loads(line)["image"] for line in output}
         from curation.store import get_image
 
@@ -378,7 +438,7 @@ def finished_process():
 def watched_job(services):
     """A run as the app lists it, whose training process has already ended."""
     from curation.models import add_training_run, update_training_run
-    from ui.jobs import Job
+    from loop.training import Job
 
     _, active = services.scorer()
     run_id = add_training_run(services.conn(), {"form": {}, "parent_model": active, "active_model": active})
@@ -486,7 +546,7 @@ def running_blocks(port: int, timeout: float = 60.0):
 
 def test_python_app_py_scores_the_queue_at_launch_and_close_stops_the_scorer(tmp_path, tiny_checkpoint_session):
     import app
-    from ui.services import AppConfig, Services
+    from loop import AppConfig, Services
 
     services = Services(AppConfig(data_dir=tmp_path, image_root=DEMO, checkpoint=tiny_checkpoint_session,
                                   max_pixels=64 * 64))
@@ -576,9 +636,9 @@ def test_train_cancel_then_auto_promote_then_promote_by_hand_and_roll_back(clien
     assert (round(promotion["new"], 4), round(promotion["active"], 4)) == (new, active)
     assert list_training_runs(services.conn())[-1].metrics["promotion"]["promoted"] is True
     after = client.predict("prober", probe_id, api_name="/open_image")
-    after_scores = {row[2]: row[3] for row in table_rows(after)}
+    after_scores = {c["text"]: round(c["score"], 4) for c in after["captions"]}
     assert after_scores.keys() == before_scores.keys() and after_scores != before_scores
-    assert f"model v{new_model}" in after[1]
+    assert after["model_version"] == new_model
 
     train(client, 2, auto_promote=False)  # left for the Promote button, and the status line says why
     out = _wait_for(client, "done")

@@ -44,8 +44,8 @@ def test_a_bad_auth_file_fails_before_the_app_is_built(tmp_path):
 
 
 def test_the_generation_length_defaults_to_the_library_s(tmp_path):
+    from loop import GenerateForm
     from scorer.generation import GenerationSettings
-    from ui.background import GenerateForm
 
     default = GenerationSettings().max_new_tokens
     assert app.app_config(app.parse_args(["--demo"])).max_new_tokens == default

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from curation.importers import ImportOptions, import_jsonl
@@ -78,3 +79,52 @@ def test_module_entry_point_shows_help():
     result = subprocess.run([sys.executable, "-m", "scorer.generation", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "--openai-model" in result.stdout and "--image-root" in result.stdout
+
+
+def test_hard_negatives_from_a_best_captions_file_import_as_candidates(tmp_path, capsys):
+    from scorer.generation import EDIT_KINDS
+
+    make_images(tmp_path / "data" / "imgs", ["a.png", "b.png"])
+    best = tmp_path / "best.json"  # as `python -m curation export best-captions best.json` writes it
+    sources = {"imgs/a.png": "Two red cars parked left of a white house.",
+               "imgs/b.png": "Three green fields beside one straight road and four trees."}
+    best.write_text(json.dumps([{"image": image, "caption": caption, "annotator": "ann", "decided_at": "",
+                                 "source": "import"} for image, caption in sources.items()]), encoding="utf-8")
+    out = tmp_path / "negatives.jsonl"
+    assert main(["--hard-negatives", "--captions", str(best), "--n", "3", "--output", str(out)]) == 0
+    lines = read_lines(out)
+    assert len(lines) == 6 and [line["image"] for line in lines] == ["imgs/a.png"] * 3 + ["imgs/b.png"] * 3
+    for line in lines:
+        assert line["negative_of"] == sources[line["image"]] and line["caption"] != line["negative_of"]
+        kind, _, kinds = line["source"].partition(":")
+        assert kind == "hard-negative" and kinds and set(kinds.split("+")) <= set(EDIT_KINDS)
+        assert line["generator"] == "rule"  # no --model: the rule editor alone
+    assert "wrote 6 hard negatives of 2 captions" in capsys.readouterr().out
+
+    conn = open_store(tmp_path / "store.db")
+    report = import_jsonl(conn, out, ImportOptions(image_root=tmp_path / "data", check_files=True))
+    assert report.captions_added == 6 and not report.skipped
+    stored = image_captions(conn, find_image(conn, "imgs/a.png"))
+    assert {(c.source, c.author) for c in stored} == {(line["source"], "rule") for line in lines[:3]}
+
+    assert main(["--hard-negatives", "--captions", str(best), "--output", str(out)]) == 1  # never overwrites
+    assert "exists" in capsys.readouterr().err
+
+
+def test_hard_negatives_read_csv_and_tab_separated_text_and_name_a_bad_record(tmp_path, capsys):
+    from scorer.generation.cli import read_captions
+
+    csv_file = tmp_path / "best.csv"
+    csv_file.write_text("image,caption,source\nimgs/a.png,Two red cars.,import\nimgs/a.png,Two red cars.,import\n")
+    assert read_captions(csv_file) == [("imgs/a.png", "Two red cars.")]  # a repeated pair once
+    txt = tmp_path / "captions.txt"
+    txt.write_text("imgs/a.png\tTwo red cars.\n\nimgs/b.png\tOne white house.\n")
+    assert read_captions(txt) == [("imgs/a.png", "Two red cars."), ("imgs/b.png", "One white house.")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"image": "imgs/a.png", "caption": "Two red cars."}) + "\n"
+                   + json.dumps({"image": "imgs/b.png"}) + "\n")
+    out = tmp_path / "neg.jsonl"
+    assert main(["--hard-negatives", "--captions", str(bad), "--output", str(out)]) == 1
+    assert "bad.jsonl record 2: no 'caption' text" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):  # --images belongs to caption generation
+        main(["--hard-negatives", "--captions", str(txt), "--images", str(tmp_path), "--output", str(out)])

@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from scorer.checkpoint import load_checkpoint, new_scorer
-from scorer.config import LoraSettings, ScorerConfig
+from scorer.config import LoraSettings, ScorerConfig, default_scorer_config
 from scorer.model import DualEncoder
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
-from scorer.qwen2_5_vl.tiny import tiny_scorer_config
 from trainer.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ def base_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
 
 
 def fresh_scorer_config(config: TrainConfig) -> ScorerConfig:
-    scorer_config = tiny_scorer_config() if config.model == "tiny" else ScorerConfig()
+    scorer_config = default_scorer_config(config.model)
     for name in ("max_pixels", "min_pixels", "max_text_tokens"):
         if getattr(config, name) is not None:
             setattr(scorer_config, name, getattr(config, name))

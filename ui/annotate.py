@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
@@ -22,10 +23,10 @@ from curation.decisions import edit_caption, record_decision, undo_last
 from curation.queue import next_image, record_scores, release_lease
 from curation.store import add_caption, get_image
 from curation.views import CaptionRow, counters, image_captions
+from loop import Services, add_generated_captions, add_hard_negatives
 from scorer.images import ImageLoadError, load_image
 from ui.common import EN as TEXT_KEYS
 from ui.common import say, tr, user_errors
-from ui.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def empty_state() -> dict:
 
 @dataclass
 class AnnotateView:
-    """Everything the tab shows, as plain values."""
+    """Everything the tab shows, as plain values. ``image_shown`` False: the page keeps the image it shows
+    (the same image, e.g. after moving the selection), so it is neither loaded nor sent again."""
 
     state: dict
     image: Image.Image | None
@@ -48,9 +50,11 @@ class AnnotateView:
     counters: str
     status: str
     edit_text: str
+    image_shown: bool = True
 
     def outputs(self) -> tuple:
-        return (self.state, self.image, self.info, self.table, self.counters, self.status, self.edit_text)
+        image = self.image if self.image_shown else gr.skip()
+        return (self.state, image, self.info, self.table, self.counters, self.status, self.edit_text)
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -96,8 +100,8 @@ def counters_text(services: Services, annotator: str) -> str:
     return say("counters", **counters(services.conn(), annotator or ""))
 
 
-def render(services: Services, annotator: str, state: dict, status: str = "") -> AnnotateView:
-    """The view of ``state`` as stored now."""
+def render(services: Services, annotator: str, state: dict, status: str = "", picture: bool = True) -> AnnotateView:
+    """The view of ``state`` as stored now; without ``picture`` the image file is not read (the page has it)."""
     image_id = state.get("image_id")
     if image_id is None:
         state["caption_ids"] = []
@@ -110,11 +114,11 @@ def render(services: Services, annotator: str, state: dict, status: str = "") ->
     _, model_id = services.scorer()
     info = say("image_info", id=image.id, path=image.path, cls=image.cls or "—", sources=", ".join(sources) or "—",
                model=model_id)
-    picture = load_image(services.image_path(image.path), max_pixels=DISPLAY_MAX_PIXELS)
+    shown = load_image(services.image_path(image.path), max_pixels=DISPLAY_MAX_PIXELS) if picture else None
     state["caption_ids"] = [row.id for row, _ in ranked]  # what the table shows, row by row
     selected_text = ranked[state["selected"]][0].text if ranked else ""
-    return AnnotateView(state, picture, info, caption_table(ranked, annotator, state["selected"]),
-                        counters_text(services, annotator), status, selected_text)
+    return AnnotateView(state, shown, info, caption_table(ranked, annotator, state["selected"]),
+                        counters_text(services, annotator), status, selected_text, image_shown=picture)
 
 
 def _require(annotator: str) -> str:
@@ -181,10 +185,10 @@ def open_image(services: Services, annotator: str, state: dict | None, image_id:
 
 
 def select(services: Services, annotator: str, state: dict, row: int | None = None, delta: int = 0) -> AnnotateView:
-    """Move the selection to ``row`` (0-based) or by ``delta`` rows."""
+    """Move the selection to ``row`` (0-based) or by ``delta`` rows; the image stays as the page shows it."""
     state = dict(state or empty_state())
     state["selected"] = (row if row is not None else state.get("selected", 0)) + delta
-    return render(services, (annotator or "").strip(), state)
+    return render(services, (annotator or "").strip(), state, picture=False)
 
 
 def decide(services: Services, annotator: str, state: dict, verdict: str, row: int | None = None) -> AnnotateView:
@@ -235,28 +239,60 @@ def add(services: Services, annotator: str, state: dict, text: str) -> AnnotateV
 
 def generate(services: Services, annotator: str, state: dict, n: float) -> AnnotateView:
     """Write ``n`` candidate captions of the open image with the active backbone; they join the ranked list."""
-    from scorer.generation.cli import caption_source
-    from ui.background import generator_for
-
-    who = (annotator or "").strip()
     state = dict(state or empty_state())
     if state.get("image_id") is None:
         raise ValueError(say("err_no_image"))
     count = int(n or 0)
     if count < 1:
         raise ValueError(say("err_generate_count", n=n))
-    path = services.image_path(get_image(services.conn(), state["image_id"]).path)
-    with services.using_model():
-        generator = generator_for(services, services.config.max_new_tokens, batch_size=1)
-        texts = generator.generate_captions([str(path)], count)[0]
-    # the generator returns cleaned, non-empty, distinct captions
-    added = {add_caption(services.conn(), state["image_id"], text, caption_source(generator), author=generator.name)
-             for text in texts}
-    return render(services, who, state, say("generated", count=len(added), source=caption_source(generator)))
+    added = add_generated_captions(services, state["image_id"], count)
+    return render(services, (annotator or "").strip(), state,
+                  say("generated", count=len(added.caption_ids), source=", ".join(added.sources)), picture=False)
+
+
+def hard_negatives(services: Services, annotator: str, state: dict, n: float) -> AnnotateView:
+    """Add ``n`` hard negatives of the selected caption (2–3 details changed) as new candidates of the image."""
+    state = dict(state or empty_state())
+    caption, _ = _selected_caption(services, state)
+    count = int(n or 0)
+    if count < 1:
+        raise ValueError(say("err_generate_count", n=n))
+    added = add_hard_negatives(services, state["image_id"], caption.id, count)
+    return render(services, (annotator or "").strip(), state,
+                  say("added_negatives", count=len(added.caption_ids), caption=caption.id,
+                      sources=", ".join(added.sources) or "—"), picture=False)
+
+
+def image_record(services: Services, annotator: str, image_id: int) -> dict:
+    """An image and its captions ranked by the active model, as plain data (the ``/open_image`` endpoint).
+
+    The image is named ``image`` (as in the store's file formats): gradio_client would fetch a ``path`` as a file.
+    """
+    who = (annotator or "").strip()
+    image = get_image(services.conn(), int(image_id))
+    _, model_id = services.scorer()
+    return {"image_id": image.id, "image": image.path, "class": image.cls, "model_version": model_id,
+            "captions": [{"id": row.id, "text": row.text, "score": None if math.isnan(score) else score,
+                          "source": row.source, "verdict": row.verdicts.get(who)}
+                         for row, score in ranked_captions(services, image.id)]}
 
 
 # -- the tab -----------------------------------------------------------------------------------------
-def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
+@dataclass(frozen=True)
+class AnnotateTab:
+    """The Annotate tab's parts the app wires to other tabs; the view functions return ``outputs`` values."""
+
+    state: gr.State
+    outputs: list
+    table: gr.Dataframe
+    image: gr.Image
+    status: gr.Markdown
+    load_next: Callable[[str, dict], tuple]
+    empty: Callable[[], tuple]
+    open: Callable[[str, dict, int], tuple]
+
+
+def build_annotate_tab(services: Services, annotator: gr.Textbox) -> AnnotateTab:
     """The Annotate tab's components and events; ``annotator`` is the shared name box."""
     t = tr
     state = gr.State(empty_state())
@@ -290,6 +326,7 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
                 generate_n = gr.Number(3, label=t("generate_n"), precision=0, minimum=1, maximum=10, scale=1,
                                        elem_id="generate-n")
                 generate_btn = gr.Button(t("generate"), elem_id="btn-generate", scale=2)
+                negatives_btn = gr.Button(t("hard_negatives"), elem_id="btn-hard-negatives", scale=2)
             status = gr.Markdown(elem_id="annotate-status")
             gr.Markdown(t("keys_help"))
     outputs = [state, image, info, table, counters_md, status, edit_box]
@@ -308,6 +345,7 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
     wire(undo_btn, "undo", lambda who, st: undo(services, who, st))
     wire(edit_btn, "edit", lambda who, st, text: edit(services, who, st, text), [edit_box])
     wire(generate_btn, "generate", lambda who, st, n: generate(services, who, st, n), [generate_n])
+    wire(negatives_btn, "hard_negatives", lambda who, st, n: hard_negatives(services, who, st, n), [generate_n])
     add_btn.click(user_errors(lambda who, st, text: (*add(services, who, st, text).outputs(), "")),
                   [annotator, state, add_box], [*outputs, add_box], api_name="add_caption")
 
@@ -316,11 +354,19 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> dict:
 
     table.select(user_errors(on_select), [annotator, state], outputs, api_name="select_row",
                  api_visibility="undocumented")
-    hidden_row = gr.Number(visible=False)
-    open_btn = gr.Button(visible=False)
-    open_btn.click(user_errors(lambda who, st, i: open_image(services, who, st, i).outputs()),
-                   [annotator, state, hidden_row], outputs, api_name="open_image")
-    return {"state": state, "outputs": outputs, "table": table, "image": image, "status": status,
-            "load_next": lambda who, st: load_next(services, who, st).outputs(),
-            "empty": lambda: render(services, "", empty_state(), say("enter_name_to_start")).outputs(),
-            "open": lambda who, st, i: open_image(services, who, st, i).outputs()}
+
+    def open_image_api(annotator: str, image_id: int) -> dict:
+        """An image and its captions ranked by the active model (no lease is taken)."""
+        return image_record(services, annotator, image_id)
+
+    def hard_negatives_api(image_id: int, caption_id: int, n: int = 3) -> dict:
+        """Add ``n`` hard negatives of a caption of an image as new candidates; the image as it is now."""
+        added = add_hard_negatives(services, int(image_id), int(caption_id), int(n))
+        return {"added": added.caption_ids, "sources": added.sources, **image_record(services, "", image_id)}
+
+    gr.api(user_errors(open_image_api), api_name="open_image")
+    gr.api(user_errors(hard_negatives_api), api_name="add_hard_negatives")
+    return AnnotateTab(state, outputs, table, image, status,
+                       load_next=lambda who, st: load_next(services, who, st).outputs(),
+                       empty=lambda: render(services, "", empty_state(), say("enter_name_to_start")).outputs(),
+                       open=lambda who, st, i: open_image(services, who, st, i).outputs())

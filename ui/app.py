@@ -6,12 +6,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from loop import Services
 from ui.annotate import build_annotate_tab, empty_state
 from ui.browse import build_browse_tab
 from ui.common import tr, user_errors
 from ui.data import build_data_tab
 from ui.models import build_models_tab
-from ui.services import Services
 from ui.train import build_train_tab
 
 _HERE = Path(__file__).parent
@@ -39,13 +39,13 @@ def build_ui(services: Services) -> gr.Blocks:
                 train = build_train_tab(services)
             with gr.Tab(t("tab_models"), id="models") as models_tab:
                 models = build_models_tab(services)
-        outputs = annotate["outputs"]
+        outputs = annotate.outputs
 
         def on_load(saved: str, request: gr.Request):
             who = (getattr(request, "username", None) or saved or "").strip()
             if not who:  # keep whatever the user may already have typed
-                return (gr.skip(), gr.skip(), *annotate["empty"]())
-            view = annotate["load_next"](who, empty_state())
+                return (gr.skip(), gr.skip(), *annotate.empty())
+            view = annotate.load_next(who, empty_state())
             return (gr.update(value=who, interactive=not getattr(request, "username", None)), who, *view)
 
         demo.load(user_errors(on_load), [saved_name], [annotator, saved_name, *outputs], api_name=False)
@@ -54,19 +54,17 @@ def build_ui(services: Services) -> gr.Blocks:
             who = (who or "").strip()
             if not who or (state or {}).get("image_id") is not None:
                 return (who, *[gr.skip()] * len(outputs))
-            return (who, *annotate["load_next"](who, state))
+            return (who, *annotate.load_next(who, state))
 
-        annotator.submit(user_errors(on_name), [annotator, annotate["state"]], [saved_name, *outputs],
-                         api_name="start")
-        annotator.blur(user_errors(on_name), [annotator, annotate["state"]], [saved_name, *outputs],
-                       api_name=False)
+        gr.on([annotator.submit, annotator.blur], user_errors(on_name), [annotator, annotate.state],
+              [saved_name, *outputs], api_name="start")
 
         def open_from_gallery(who: str, state: dict, ids: list[int], evt: gr.SelectData):
-            return (gr.Tabs(selected="annotate"), *annotate["open"](who, state, ids[evt.index]))
+            return (gr.Tabs(selected="annotate"), *annotate.open(who, state, ids[evt.index]))
 
-        browse["gallery"].select(user_errors(open_from_gallery), [annotator, annotate["state"], browse["ids"]],
-                                 [tabs, *outputs], api_name=False)
-        browse_tab.select(browse["refresh"], None, browse["filters"], api_name=False)
-        models_tab.select(models["refresh"], None, models["refresh_outputs"], api_name=False)
-        train_tab.select(train["refresh"], train["refresh_inputs"], train["refresh_outputs"], api_name=False)
+        browse.gallery.select(user_errors(open_from_gallery), [annotator, annotate.state, browse.ids],
+                              [tabs, *outputs], api_name=False)
+        browse_tab.select(browse.refresh, None, browse.filters, api_name=False)
+        models_tab.select(models.refresh, None, models.refresh_outputs, api_name=False)
+        train_tab.select(train.refresh, train.refresh_inputs, train.refresh_outputs, api_name=False)
     return demo

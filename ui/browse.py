@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gradio as gr
 import pandas as pd
 
 from curation.stats import stats
 from curation.views import STATUSES, ImageFilter, list_images
+from loop import Services
 from scorer import cosine_scores
 from ui.common import tr, user_errors
-from ui.services import Services
 
 RESULT_LIMIT = 48
 ANY = "(any)"
@@ -58,7 +61,18 @@ def search(services: Services, query: str, cls: str | None = None, status: str |
     return table, gallery, [rows[i].id for i in order]
 
 
-def build_browse_tab(services: Services) -> dict:
+@dataclass(frozen=True)
+class BrowseTab:
+    """The Browse tab's parts the app wires: the gallery opens an image in Annotate; ``refresh`` the filters."""
+
+    gallery: gr.Gallery
+    ids: gr.State
+    table: gr.Dataframe
+    refresh: Callable[[], tuple]
+    filters: list
+
+
+def build_browse_tab(services: Services) -> BrowseTab:
     t = tr
     choices = filter_choices(services)
     with gr.Row():
@@ -80,11 +94,10 @@ def build_browse_tab(services: Services) -> dict:
         return found_table, found_gallery, found_ids
 
     inputs = [query, cls, status, who, source]
-    search_btn.click(user_errors(run), inputs, [table, gallery, ids], api_name="search")
-    query.submit(user_errors(run), inputs, [table, gallery, ids], api_name="search_submit")
+    gr.on([search_btn.click, query.submit], user_errors(run), inputs, [table, gallery, ids], api_name="search")
 
     def refresh():
         fresh = filter_choices(services)
         return tuple(gr.update(choices=fresh[k]) for k in ("class", "status", "annotator", "source"))
 
-    return {"gallery": gallery, "ids": ids, "table": table, "refresh": refresh, "filters": [cls, status, who, source]}
+    return BrowseTab(gallery, ids, table, refresh, [cls, status, who, source])

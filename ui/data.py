@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,10 +13,9 @@ from common.paths import resolve_inside
 from curation.exporters import EXPORTS, export_file
 from curation.importers import IMPORTERS, ImportOptions, import_file
 from curation.triplets import TripletFilter
+from loop import SCOPES, GenerateForm, Services
 from scorer.generation import LANGUAGES, STYLES
-from ui.background import SCOPES, GenerateForm
 from ui.common import localized, say, tr, user_errors
-from ui.services import Services
 
 FILE_EXPORTS = [kind for kind, spec in EXPORTS.items() if not spec.folder]  # a download is one file
 POLL_SECONDS = 1.0
@@ -60,20 +60,28 @@ def generation_status(services: Services) -> tuple[float, str]:
     job = services.generation.snapshot()
     if job is None:
         return 0.0, say("no_generation_job")
-    percent = 100.0 if job["status"] == "done" else round(100 * job["done"] / max(job["total"], 1), 1)
-    line = say("generation_status", job=job["job_id"], status=say(f"status_{job['status']}"), done=job["done"],
-               total=job["total"], elapsed=job["elapsed"])
-    if job["summary"]:
-        line += say("generation_imported", summary=job["summary"])
-    if job["skipped"]:
-        files = "; ".join(f"`{path}` ({why})" for path, why in list(job["skipped"].items())[:SHOWN_SKIPPED])
-        line += "\n\n" + say("generation_skipped", count=len(job["skipped"]), files=files)
-    if job["error"]:
-        line += f"\n\n```\n{job['error'][-1500:]}\n```"
+    percent = 100.0 if job.status == "done" else round(100 * job.done / max(job.total, 1), 1)
+    line = say("generation_status", job=job.job_id, status=say(f"status_{job.status}"), done=job.done,
+               total=job.total, elapsed=job.elapsed)
+    if job.summary:
+        line += say("generation_imported", summary=job.summary)
+    if job.skipped:
+        files = "; ".join(f"`{path}` ({why})" for path, why in list(job.skipped.items())[:SHOWN_SKIPPED])
+        line += "\n\n" + say("generation_skipped", count=len(job.skipped), files=files)
+    if job.error:
+        line += f"\n\n```\n{job.error[-1500:]}\n```"
     return percent, line
 
 
-def build_data_tab(services: Services) -> dict:
+@dataclass(frozen=True)
+class DataTab:
+    """The Data tab's parts: the import summary, and the timer that polls the generation job."""
+
+    summary: gr.Markdown
+    timer: gr.Timer
+
+
+def build_data_tab(services: Services) -> DataTab:
     t = tr
     with gr.Row():
         with gr.Column():
@@ -116,4 +124,4 @@ def build_data_tab(services: Services) -> dict:
     import_btn.click(user_errors(run_import), [kind, server_path, upload], [summary, skipped], api_name="import")
     export_btn.click(user_errors(lambda k, h: export_data(services, k, h)), [export_kind, human_only],
                      [export_file_out, export_summary], api_name="export")
-    return {"summary": summary}
+    return DataTab(summary, timer)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 
 from curation.models import get_model_version, list_model_versions
+from loop import Services
 from ui.common import say, tr, user_errors
-from ui.services import Services
 
 COLUMNS = ["id", "active", "created", "parent", "metrics", "provenance", "path"]
 
@@ -43,7 +45,16 @@ def rollback(services: Services, model_id: int) -> tuple[pd.DataFrame, str]:
     return models_table(services), say("active_model_is", model=int(model_id))
 
 
-def build_models_tab(services: Services) -> dict:
+@dataclass(frozen=True)
+class ModelsTab:
+    """The Models tab's parts the app wires: ``refresh`` (table, model A, model B) when the tab is opened."""
+
+    table: gr.Dataframe
+    refresh: Callable[[], tuple]
+    refresh_outputs: list
+
+
+def build_models_tab(services: Services) -> ModelsTab:
     t = tr
     table = gr.Dataframe(models_table(services), label=t("models"), interactive=False, wrap=True,
                          elem_id="models-table")
@@ -63,4 +74,4 @@ def build_models_tab(services: Services) -> dict:
     refresh_btn.click(refresh, None, [table, a, b], api_name="models")
     compare_btn.click(user_errors(lambda x, y: compare(services, x, y)), [a, b], comparison, api_name="compare")
     rollback_btn.click(user_errors(lambda x: rollback(services, x)), [a], [table, status], api_name="rollback")
-    return {"table": table, "refresh": refresh, "refresh_outputs": [table, a, b]}
+    return ModelsTab(table, refresh, [table, a, b])

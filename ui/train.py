@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gradio as gr
 import pandas as pd
 
 from curation.models import get_model_version, list_model_versions
-from ui.backbones import lora_default
+from loop import AppliedPromotion, RunSnapshot, Services, TrainForm, lora_default
 from ui.common import localized, say, tr, user_errors
-from ui.jobs import TrainForm
-from ui.promotion import promotion_text
-from ui.services import Services
 
 LOSSES = ["infonce+focal_triplet", "infonce", "siglip", "focal_triplet", "siglip+focal_triplet"]
 ACTIVE = "active model"
@@ -44,7 +44,7 @@ def base_choices(services: Services) -> list[str]:
 
 
 def lora_field(services: Services, base: str | None = ACTIVE) -> dict:
-    """Value and explanation of the LoRA-rank box for a run starting from ``base`` (``ui.backbones``)."""
+    """Value and explanation of the LoRA-rank box for a run starting from ``base`` (``loop.backbones``)."""
     conn = services.conn()
     if base in (None, "", ACTIVE):
         model_id = services.scorer()[1]
@@ -105,24 +105,36 @@ def plot_update(frame: pd.DataFrame, shown: dict) -> tuple[dict, dict]:
     return gr.update(value=frame, color_map=colours), {"data": names, "colours": names}
 
 
-def progress_fraction(snapshot: dict | None) -> tuple[float, str]:
+def promotion_text(promotion: AppliedPromotion, model_id: int | None) -> str:
+    """The status line of a decision as the watcher applied it."""
+    if promotion.error:
+        return say("promotion_failed", error=promotion.error)
+    decision = promotion.decision
+    values = {"metric": decision.metric, "new": decision.new, "active": decision.active,
+              "compared": decision.compared_with, "current": decision.current_active, "model": model_id}
+    if promotion.promoted:
+        return say("auto_promoted", **values)
+    return say(f"not_promoted_{decision.reason}", **values)
+
+
+def progress_fraction(snapshot: RunSnapshot | None) -> tuple[float, str]:
     """(fraction done, status line); a finished run's line says whether its model was promoted and why."""
     if snapshot is None:
         return 0.0, say("no_training_run")
-    last = next((p for p in reversed(snapshot["progress"]) if "step" in p), {})
+    last = next((p for p in reversed(snapshot.progress) if "step" in p), {})
     total = last.get("max_steps") or last.get("total_steps")
     step = last.get("step", 0)
-    fraction = 1.0 if snapshot["status"] == "done" else (step / total if total else 0.0)
-    line = say("run_status", run=snapshot["run_id"], status=say(f"status_{snapshot['status']}"), step=step,
-               total=f" / {total}" if total else "", elapsed=snapshot["elapsed"])
-    if snapshot.get("promotion"):
-        line += "\n\n" + promotion_text(snapshot["promotion"], snapshot["model_version_id"])
+    fraction = 1.0 if snapshot.status == "done" else (step / total if total else 0.0)
+    line = say("run_status", run=snapshot.run_id, status=say(f"status_{snapshot.status}"), step=step,
+               total=f" / {total}" if total else "", elapsed=snapshot.elapsed)
+    if snapshot.promotion is not None:
+        line += "\n\n" + promotion_text(snapshot.promotion, snapshot.model_version_id)
     return fraction, line
 
 
-def evaluation_table(snapshot: dict | None) -> pd.DataFrame:
+def evaluation_table(snapshot: RunSnapshot | None) -> pd.DataFrame:
     """The new model beside the active one on the held-out triplets."""
-    evaluation = (snapshot or {}).get("result", {}).get("evaluation")
+    evaluation = snapshot.result.get("evaluation") if snapshot is not None else None
     if not evaluation:
         return pd.DataFrame(columns=["metric", "active", "new"])
     names = sorted(set(evaluation["new"]) | set(evaluation["active"]))
@@ -143,12 +155,12 @@ def poll(services: Services, shown: dict | None = None) -> tuple:
     bases = gr.update(choices=choices) if choices != shown.get("bases") else gr.skip()
     snapshot = services.training.snapshot()
     fraction, status = progress_fraction(snapshot)
-    losses, accuracies = progress_frames(snapshot["progress"] if snapshot else [])
+    losses, accuracies = progress_frames(snapshot.progress if snapshot else [])
     loss_plot, shown_loss = plot_update(losses, shown["loss"])
     acc_plot, shown_acc = plot_update(accuracies, shown["accuracy"])
-    log_text = "\n".join(snapshot["log"][-60:]) if snapshot else ""
-    can_promote = bool(snapshot and snapshot["status"] == "done"
-                       and snapshot["model_version_id"] != services.scorer()[1])  # not when already active
+    log_text = "\n".join(snapshot.log[-60:]) if snapshot else ""
+    can_promote = bool(snapshot and snapshot.status == "done"
+                       and snapshot.model_version_id != services.scorer()[1])  # not when already active
     return (round(100 * fraction, 1), status, loss_plot, acc_plot, log_text, evaluation_table(snapshot),
             gr.update(interactive=can_promote), bases, {"loss": shown_loss, "accuracy": shown_acc, "bases": choices})
 
@@ -162,11 +174,23 @@ def promote_latest(services: Services) -> str:
     snapshot = services.training.snapshot()
     if snapshot is None:
         raise ValueError(say("err_no_run_to_promote"))
-    model_id = services.training.promote(snapshot["run_id"])
-    return say("promoted", run=snapshot["run_id"], model=model_id)
+    model_id = services.training.promote(snapshot.run_id)
+    return say("promoted", run=snapshot.run_id, model=model_id)
 
 
-def build_train_tab(services: Services) -> dict:
+@dataclass(frozen=True)
+class TrainTab:
+    """The Train tab's parts the app wires: ``refresh`` (Start-from choices, LoRA box) when the tab is opened."""
+
+    timer: gr.Timer
+    message: gr.Markdown
+    promote: gr.Button
+    refresh: Callable
+    refresh_inputs: list
+    refresh_outputs: list
+
+
+def build_train_tab(services: Services) -> TrainTab:
     t = tr
     lora = lora_field(services)
     with gr.Row():
@@ -210,6 +234,5 @@ def build_train_tab(services: Services) -> dict:
                      None, message, api_name="train_cancel")
     promote_btn.click(user_errors(lambda: promote_latest(services)), None, message, api_name="train_promote")
     base.input(user_errors(lambda b: gr.update(**lora_field(services, b))), base, lora_rank, api_name=False)
-    return {"timer": timer, "message": message, "promote": promote_btn,
-            "refresh": localized(lambda b: refresh_form(services, b)), "refresh_inputs": [base],
-            "refresh_outputs": [base, lora_rank]}
+    return TrainTab(timer, message, promote_btn, localized(lambda b: refresh_form(services, b)), [base],
+                    [base, lora_rank])

@@ -3,16 +3,24 @@
     python -m scorer.generation --model tiny --images imgs/ --image-root . --n 5 --output candidates.jsonl
     OPENAI_BASE_URL=http://localhost:8000/v1 python -m scorer.generation --generator openai \\
         --openai-model Qwen/Qwen2.5-VL-7B-Instruct --images imgs/ --n 5 --output candidates.jsonl
+    python -m scorer.generation --hard-negatives --captions best.json --n 3 --output negatives.jsonl
 
 Each line is ``{"image", "caption", "source": "model:<name>", "generator": "local:<model>"|"openai:<model>"}``
 (``docs/formats.md``), which ``python -m curation --db DB import jsonl F.jsonl`` takes. Lines are flushed after each
 chunk of images, and ``--append`` resumes an interrupted run, skipping images already in the file.
+
+``--hard-negatives`` edits 2–3 details of each caption of ``--captions`` (JSON Lines or a JSON array of
+``{"image", "caption", ...}`` such as the store's ``best-captions`` export, CSV with ``image,caption`` columns,
+or text lines ``image<TAB>caption``): the rule editor alone, or with ``--model`` / ``--generator openai`` an LLM
+whose proposals are validated first. Each line is a candidate ``{"image", "caption", "source":
+"hard-negative:<edit kinds>", "generator": "rule"|"llm:<name>", "negative_of": <the source caption>}``.
 The library API is :mod:`scorer.generation`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -27,15 +35,18 @@ from scorer.generation import (
     CaptionGenerator,
     GenerationSettings,
     GeneratorError,
+    HardNegative,
     LocalQwenGenerator,
     OpenAICompatibleGenerator,
     ProgressCallback,
+    generate_hard_negatives,
 )
 from scorer.qwen2_5_vl.backbone import DTYPE_CHOICES
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+NEGATIVE_SOURCE = "hard-negative"
 
 
 def find_images(path: str | os.PathLike[str]) -> list[Path]:
@@ -115,6 +126,73 @@ def candidate_lines(generator: CaptionGenerator, image_fields: Sequence[str],
             for field, texts in zip(image_fields, captions) for text in texts]
 
 
+def negative_source(negative: HardNegative) -> str:
+    """The store's ``source`` of a hard negative: ``hard-negative:<its edit kinds, joined by +>``."""
+    return f"{NEGATIVE_SOURCE}:{'+'.join(negative.edit_kinds)}"
+
+
+def read_captions(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Distinct (image, caption) pairs of a captions file, in order (see the module docstring for formats).
+
+    A record without a non-empty ``image`` or ``caption`` string is a ``ValueError`` naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--captions {path}: no such file")
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        rows = [(reader.line_num, row) for row in reader]
+    elif path.suffix.lower() == ".txt":
+        rows = [(number, dict(zip(("image", "caption"), line.split("\t", 1))))
+                for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    elif text.lstrip().startswith("["):
+        rows = list(enumerate(json.loads(text), 1))
+    else:
+        rows = [(number, _json_line(path, number, line)) for number, line in enumerate(text.splitlines(), 1)
+                if line.strip()]
+    pairs: dict[tuple[str, str], None] = {}
+    for number, row in rows:
+        image, caption = (row.get(key) if isinstance(row, dict) else None for key in ("image", "caption"))
+        for name, value in (("image", image), ("caption", caption)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{path} record {number}: no {name!r} text")
+        pairs[(image.strip(), caption.strip())] = None
+    return list(pairs)
+
+
+def _json_line(path: Path, number: int, line: str) -> object:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} line {number}: not JSON ({err})") from err
+
+
+def write_hard_negatives(pairs: Sequence[tuple[str, str]], output: str | os.PathLike[str], n: int,
+                         generator: CaptionGenerator | None = None, seed: int = 0,
+                         on_progress: ProgressCallback | None = None) -> int:
+    """``n`` hard negatives of each (image, caption) as candidate lines of the same image; → lines written.
+
+    ``output`` must not exist; lines are flushed caption by caption.
+    """
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists; choose another file")
+    written = 0
+    with open(output, "w", encoding="utf-8") as handle:
+        for number, (image, caption) in enumerate(pairs):
+            negatives = generate_hard_negatives(caption, n, generator=generator, seed=seed + number)
+            handle.writelines(json.dumps({"image": image, "caption": negative.text, "source": negative_source(negative),
+                                          "generator": negative.method, "negative_of": caption},
+                                         ensure_ascii=False) + "\n" for negative in negatives)
+            handle.flush()
+            written += len(negatives)
+            if on_progress is not None:
+                on_progress(number + 1, len(pairs))
+    logger.info("wrote %d hard negatives of %d captions to %s", written, len(pairs), output)
+    return written
+
+
 def write_candidates(generator: CaptionGenerator, pending: dict[Path, str], output: str | os.PathLike[str],
                      n: int, style: str = "detailed", language: str = "en", chunk: int = 16,
                      on_progress: ProgressCallback | None = None) -> int:
@@ -164,9 +242,13 @@ def build_generator(args: argparse.Namespace) -> CaptionGenerator:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", required=True, help="an image file, or a folder searched recursively")
+    parser.add_argument("--images", help="an image file, or a folder searched recursively")
+    parser.add_argument("--hard-negatives", action="store_true",
+                        help="write hard negatives of the captions of --captions instead of captions of images")
+    parser.add_argument("--captions", help="--hard-negatives: JSONL / JSON / CSV with image and caption, or "
+                                           "image<TAB>caption lines (e.g. `python -m curation export best-captions`)")
     parser.add_argument("--output", required=True, help="JSON Lines file to write")
-    parser.add_argument("--n", type=int, default=5, help="captions per image")
+    parser.add_argument("--n", type=int, default=5, help="captions per image (hard negatives per caption)")
     parser.add_argument("--generator", choices=("local", "openai"), default="local")
     parser.add_argument("--model", help="local generator: tiny, a scorer checkpoint, a backbone path or hub id")
     parser.add_argument("--image-root", help="write image paths relative to this folder (as the store wants)")
@@ -190,7 +272,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     endpoint.add_argument("--openai-api-key", help="default: $OPENAI_API_KEY (vLLM and Ollama need none)")
     endpoint.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     endpoint.add_argument("--retries", type=int, default=3, help="retries on connection errors, 429 and 5xx")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.hard_negatives and (args.captions is None or args.images or args.append):
+        parser.error("--hard-negatives takes --captions FILE (not --images or --append)")
+    if not args.hard_negatives and (args.images is None or args.captions):
+        parser.error("--images is required (--captions goes with --hard-negatives)")
+    return args
+
+
+def hard_negatives_main(args: argparse.Namespace) -> int:
+    """``--hard-negatives``: the rule editor, or an LLM's validated proposals first with --model / openai."""
+    from tqdm import tqdm
+
+    pairs = read_captions(args.captions)
+    generator = build_generator(args) if args.model or args.generator == "openai" else None
+    with tqdm(total=len(pairs), unit="caption", desc="hard negatives") as bar:
+        written = write_hard_negatives(pairs, args.output, args.n, generator, seed=args.seed or 0,
+                                       on_progress=lambda done, _total: bar.update(done - bar.n))
+    print(f"wrote {written} hard negatives of {len(pairs)} captions to {args.output} "
+          f"({generator.name if generator else 'rules'})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
+        if args.hard_negatives:
+            return hard_negatives_main(args)
         images = find_images(args.images)
         pending = pending_images(images, args.output, args.image_root, args.append)
         if len(pending) < len(images):

@@ -1,14 +1,15 @@
 """Training runs in a separate process, watched by a thread of the app.
 
 :meth:`TrainingJobs.start` writes the run's triplets (from the store, split by image into train and
-held-out files), records the run, and starts ``trainer.train`` in a ``spawn`` process. The child
+held-out files), records the run, and starts ``trainer.train`` in a ``spawn`` process
+(:mod:`loop.train_worker`). The child
 sends progress dicts, log lines and its result through a queue; a monitor thread in the app drains
 it, so a run is finished and recorded even when no browser is watching. The UI polls
 :meth:`TrainingJobs.snapshot` with a ``gr.Timer``. Cancel sets a ``multiprocessing.Event`` the trainer
 checks between steps. When a run ends, the new checkpoint, the model it started from and the active
 model are evaluated on the held-out file, and the new one is registered as a model version. With
 ``auto_promote`` the watcher then makes it active when its primary metric is strictly higher than the
-active model's (``ui.promotion``), and records the decision and both numbers in the version's provenance.
+active model's (:mod:`loop.promotion`), and records the decision and both numbers in the version's provenance.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from curation.models import (
     add_model_version,
@@ -34,8 +36,12 @@ from curation.models import (
     update_training_run,
 )
 from curation.triplets import TripletFilter, triplet_records
-from ui.backbones import resolve_lora_rank
-from ui.promotion import decide_promotion
+from loop.backbones import resolve_lora_rank
+from loop.promotion import AppliedPromotion, decide_promotion
+from loop.train_worker import run_training
+
+if TYPE_CHECKING:
+    from loop.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ EVALUATIONS = 10  # held-out evaluations per run (each a point of the accuracy c
 @dataclass(frozen=True)
 class TrainForm:
     """What the Train tab asks for. ``lora_rank`` 0 trains the whole backbone (needed for tiny); None lets
-    :func:`ui.backbones.lora_default` choose from the model the run starts from."""
+    :func:`loop.backbones.lora_default` choose from the model the run starts from."""
 
     loss: str = "infonce+focal_triplet"
     epochs: float = 1.0
@@ -81,8 +87,22 @@ class Job:
     log: list[str] = field(default_factory=list)
     result: dict = field(default_factory=dict)
     model_version_id: int | None = None
-    promotion: dict | None = None  # Promotion.record() with "promoted" (and "error") once applied
+    promotion: AppliedPromotion | None = None  # once the watcher applied the decision
     started: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """A training run as the UI shows it (a copy: the watcher goes on changing the job)."""
+
+    run_id: int
+    status: str  # running | done | failed | cancelled
+    progress: list[dict]  # the trainer's progress dicts (step, loss terms, val/ metrics)
+    log: list[str]  # the last 200 log lines
+    result: dict  # checkpoint, metrics, evaluation ({"primary_metric", "new", "active"}) or error
+    model_version_id: int | None
+    promotion: AppliedPromotion | None
+    elapsed: float  # seconds since the run started
 
 
 def split_by_image(records: list[dict], val_share: float) -> tuple[list[dict], list[dict]]:
@@ -99,56 +119,10 @@ def split_by_image(records: list[dict], val_share: float) -> tuple[list[dict], l
     return train, val
 
 
-def _worker(config: dict, eval_spec: dict, events: mp.Queue, stop_event) -> None:
-    """Child process: train, then evaluate the new, the parent and the active checkpoint on the held-out triplets."""
-    import torch
-
-    torch.set_num_threads(1)  # leave the other cores to the app's annotators
-
-    class QueueHandler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            events.put({"event": "log", "message": self.format(record)})
-
-    handler = QueueHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    try:
-        import trainer
-        from trainer.config import TrainConfig
-
-        val_file, image_root = eval_spec["val_file"], eval_spec["image_root"]
-        # the model it starts from, first: step 0 of the accuracy curves
-        parent, primary = held_out_metrics(eval_spec["parent"], val_file, image_root)
-        events.put({"event": "progress", "step": 0, **{f"val/{k}": v for k, v in parent.items()}})
-        checkpoint, metrics = trainer.train(
-            TrainConfig.from_dict(config), lambda p: events.put({"event": "progress", **p}), stop_event)
-        cancelled = stop_event.is_set()  # read once: a cancel from now on must not leave a run half evaluated
-        result = {"checkpoint": str(checkpoint), "metrics": metrics, "cancelled": cancelled}
-        if not cancelled:
-            active = parent if eval_spec["active"] == eval_spec["parent"] else (
-                held_out_metrics(eval_spec["active"], val_file, image_root)[0])
-            result["evaluation"] = {"primary_metric": primary, "new": held_out_metrics(str(checkpoint), val_file,
-                                                                                       image_root)[0],
-                                    "active": active}
-        events.put({"event": "done", **result})
-    except BaseException:  # noqa: BLE001 - everything goes back to the app, which records the failure
-        events.put({"event": "error", "message": traceback.format_exc()})
-
-
-def held_out_metrics(checkpoint: str, val_file: str, image_root: str) -> tuple[dict[str, float], str]:
-    """The trainer's triplet evaluation of one checkpoint on the held-out file, and its primary metric's name."""
-    from scorer import load_checkpoint
-    from trainer.evaluate import build_evaluator
-
-    evaluator = build_evaluator(val_file, image_root, skip_missing=True)
-    model, processor = load_checkpoint(checkpoint)  # the GPU when there is one, as the trainer
-    return {k: float(v) for k, v in evaluator(model, processor, 16).items()}, evaluator.primary_metric
-
-
 class TrainingJobs:
     """The app's training runs: at most one runs at a time; finished ones stay readable."""
 
-    def __init__(self, services):
+    def __init__(self, services: Services):
         self.services = services
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()  # held from the check that no run is running until the new one is listed
@@ -191,7 +165,7 @@ class TrainingJobs:
         events, stop_event = self._context.Queue(), self._context.Event()
         eval_spec = {"val_file": str(run_dir / "val.json"), "image_root": str(self.services.image_root),
                      "parent": parent_path, "active": active_path}
-        process = self._context.Process(target=_worker, args=(config, eval_spec, events, stop_event),
+        process = self._context.Process(target=run_training, args=(config, eval_spec, events, stop_event),
                                         name=f"train-run-{run_id}", daemon=True)
         process.start()
         job = Job(run_id=run_id, parent_model_id=parent_id, active_model_id=active_id,
@@ -205,7 +179,7 @@ class TrainingJobs:
 
     def _train_config(self, form: TrainForm, lora_rank: int, parent_path: str, run_dir: Path, n_train: int) -> dict:
         """The trainer's config; held-out evaluation about EVALUATIONS times per run, for the accuracy curves."""
-        from trainer.config import TrainConfig
+        from trainer.config import TrainConfig  # the trainer's package loads accelerate: only when a run starts
 
         steps = form.max_steps or math.ceil(form.epochs * math.ceil(n_train / form.batch_size))
 
@@ -285,19 +259,20 @@ class TrainingJobs:
             conn, outcome["checkpoint"], metrics=metrics, parent=job.parent_model_id,
             provenance={"run": job.run_id, "config": get_training_run(conn, job.run_id).config,
                         "promotion": decision.record()})
-        promotion = {**decision.record(), "promoted": False}
+        promotion = AppliedPromotion(decision)
         if decision.promote:
             try:
                 self.services.activate(job.model_version_id)
-                promotion["promoted"] = True
+                promotion = AppliedPromotion(decision, promoted=True)
             except Exception as error:  # noqa: BLE001 - the run stays done; the status line and the run say why
                 log.exception("training run %d: automatic promotion failed", job.run_id)
-                promotion["error"] = f"{type(error).__name__}: {error}"
+                promotion = AppliedPromotion(decision, error=f"{type(error).__name__}: {error}")
         log.info("training run %d: %s %s new %s vs active %s → %s", job.run_id, decision.reason, decision.metric,
-                 decision.new, decision.active, "promoted" if promotion["promoted"] else "not promoted")
+                 decision.new, decision.active, "promoted" if promotion.promoted else "not promoted")
         job.promotion = promotion
         update_training_run(conn, job.run_id, "done", {"train": outcome.get("metrics", {}), "evaluation": evaluation,
-                                                       "promotion": promotion}, model_version=job.model_version_id)
+                                                       "promotion": promotion.record()},
+                            model_version=job.model_version_id)
 
     def cancel(self, run_id: int | None = None) -> bool:
         """Ask the running (or given) run to stop; it saves a checkpoint and ends. Returns whether one ran."""
@@ -330,16 +305,14 @@ class TrainingJobs:
         self.services.activate(run.model_version_id)
         return run.model_version_id
 
-    def snapshot(self, run_id: int | None = None) -> dict | None:
+    def snapshot(self, run_id: int | None = None) -> RunSnapshot | None:
         """A copy of a run's state for the UI (the latest run when ``run_id`` is None)."""
         with self._lock:
             if not self.jobs:
                 return None
             job = self.jobs[run_id] if run_id is not None else self.jobs[max(self.jobs)]
-            return {"run_id": job.run_id, "status": job.status, "progress": list(job.progress),
-                    "log": list(job.log[-200:]), "result": dict(job.result),
-                    "model_version_id": job.model_version_id, "promotion": job.promotion,
-                    "elapsed": time.time() - job.started}
+            return RunSnapshot(job.run_id, job.status, list(job.progress), list(job.log[-200:]), dict(job.result),
+                               job.model_version_id, job.promotion, time.time() - job.started)
 
 
 def _flat(metrics: dict, prefix: str = "") -> dict:

@@ -1,13 +1,12 @@
-"""What the app shares between requests: the store's location, the active scorer, the training job.
+"""What the app shares between requests: the store's location, the active scorer, the background work.
 
-Handlers get a :class:`Services` and keep nothing else: one SQLite connection per thread (the store
+The UI's handlers get a :class:`Services` and keep nothing else: one SQLite connection per thread (the store
 wants that), the scorer behind a lock so that promoting a model swaps it atomically for every user.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -15,9 +14,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from curation.models import active_model, add_model_version, get_model_version, list_model_versions, set_active_model
+from common.paths import resolve_inside
+from curation.models import get_model_version, set_active_model
 from curation.store import open_store
-from scorer import Scorer, is_checkpoint, new_scorer, save_checkpoint
+from loop.generation import GenerationJobs
+from loop.queue_scorer import QueueScorer
+from loop.registry import initial_model
+from loop.training import TrainingJobs
+from scorer import Scorer
+from scorer.checkpoint import BACKBONE_DIR
 from scorer.generation import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -77,12 +82,9 @@ class Services:
         self._local = threading.local()
         self._scorer_lock = threading.RLock()
         self._model_lock = threading.RLock()  # one user of the model's weights and tokenizer at a time
-        model_id = self._initial_model()
+        model_id = initial_model(self.conn(), config.model, config.checkpoint, config.models_dir, config.device)
         self._scorer = self._load_scorer(model_id)
         self._model_id = model_id
-        from ui.background import GenerationJobs, QueueScorer  # late: they need Services only as a type
-        from ui.jobs import TrainingJobs
-
         self.training = TrainingJobs(self)
         self.queue_scorer = QueueScorer(self)
         self.generation = GenerationJobs(self)
@@ -126,8 +128,6 @@ class Services:
     def backbone_name(self) -> str:
         """The active backbone as caption sources name it: a hub id as is, a local folder by its name
         (by the checkpoint's name when the backbone was saved inside the checkpoint)."""
-        from scorer.checkpoint import BACKBONE_DIR
-
         scorer, _ = self.scorer()
         backbone = str(scorer.model.config.backbone)
         path = Path(backbone)
@@ -152,42 +152,8 @@ class Services:
         return Scorer.from_checkpoint(version.path, device=self.config.device, batch_size=16,
                                       cache_dir=self.config.cache_dir)
 
-    def _initial_model(self) -> int:
-        conn = self.conn()
-        if self.config.checkpoint is not None:
-            path = Path(self.config.checkpoint).resolve()
-            if not is_checkpoint(path):
-                raise FileNotFoundError(f"--checkpoint {path} is not a scorer checkpoint")
-            provenance = {"kind": "checkpoint", "given": str(self.config.checkpoint)}
-        elif (current := active_model(conn)) is not None:
-            return current.id
-        else:
-            path = self._base_checkpoint(self.config.model)
-            provenance = {"kind": "base", "model": self.config.model}
-        known = {v.path: v.id for v in list_model_versions(conn)}  # a path seen before keeps its version
-        model_id = known.get(str(path)) or add_model_version(conn, str(path), provenance=provenance)
-        set_active_model(conn, model_id)
-        return model_id
-
-    def _base_checkpoint(self, model: str) -> Path:
-        """An untrained scorer on ``model`` (tiny, hub id or path), written once under models/."""
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
-        out = (self.config.models_dir / f"base-{slug}").resolve()
-        if not is_checkpoint(out):
-            config = None
-            if model == "tiny":
-                from scorer.qwen2_5_vl.tiny import tiny_scorer_config
-
-                config = tiny_scorer_config()
-            scorer_model, processor = new_scorer(model, config, device=self.config.device,
-                                                 dtype="float32" if model == "tiny" else None)
-            save_checkpoint(scorer_model, processor, out, save_backbone=model == "tiny")
-        return out
-
     def image_path(self, rel_path: str) -> Path:
         """An image of the store on disk (inside the image root, or ``PathOutsideRootError``)."""
-        from common.paths import resolve_inside
-
         return resolve_inside(self.image_root, rel_path)
 
     def close(self) -> None:

@@ -1,17 +1,16 @@
 """Whether a finished run's model replaces the active one: the held-out primary metric decides.
 
 The training process evaluates the new checkpoint and the active model on the same held-out triplets
-(``ui.jobs``) and reports ``{"primary_metric": name, "new": {...}, "active": {...}}``, the metrics as the
-trainer's evaluator returns them (higher is better). :func:`decide_promotion` turns that into a
-:class:`Promotion`; the app's watcher thread applies it, so the decision is made with no browser open.
+(:mod:`loop.training`) and reports ``{"primary_metric": name, "new": {...}, "active": {...}}``, the metrics
+as the trainer's evaluator returns them (higher is better). :func:`decide_promotion` turns that into a
+:class:`Promotion`; the watcher thread applies it (an :class:`AppliedPromotion`), so the decision is made
+with no browser open. The UI turns both into text.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-
-from ui.common import say
 
 REASONS = ("better", "not_better", "off", "active_changed", "missing")
 
@@ -39,6 +38,19 @@ class Promotion:
                                                        "model's", **asdict(self)}
 
 
+@dataclass(frozen=True)
+class AppliedPromotion:
+    """A decision as the watcher applied it: ``promoted`` once the new model is active; ``error`` why not."""
+
+    decision: Promotion
+    promoted: bool = False
+    error: str | None = None
+
+    def record(self) -> dict:
+        """The decision's record with ``promoted`` (and ``error``), as the run's metrics keep it."""
+        return {**self.decision.record(), "promoted": self.promoted, **({"error": self.error} if self.error else {})}
+
+
 def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -60,14 +72,3 @@ def decide_promotion(evaluation: dict, auto: bool, compared_with: int, current_a
     else:
         reason = "better" if new > active else "not_better"
     return Promotion(reason == "better", reason, metric, new, active, compared_with, current_active)
-
-
-def promotion_text(record: dict, model_id: int | None) -> str:
-    """The status line of a decision (``Promotion.record()`` plus ``promoted`` / ``error`` as applied)."""
-    if record.get("error"):
-        return say("promotion_failed", error=record["error"])
-    values = {"metric": record["metric"], "new": record["new"], "active": record["active"],
-              "compared": record["compared_with"], "current": record["current_active"], "model": model_id}
-    if record.get("promoted"):
-        return say("auto_promoted", **values)
-    return say(f"not_promoted_{record['reason']}", **values)
