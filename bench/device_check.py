@@ -30,7 +30,8 @@ MFU formula (model FLOPs, recomputation by gradient checkpointing not counted, a
                    = forward 2·N·T + backward 2·N·T (activation gradients only: the base weights are
                      frozen under LoRA, so there are no weight-gradient matmuls but LoRA's, negligible)
 
-N_vision = every parameter of the vision tower (patch embedding, blocks, merger); N_text = the language
+N_vision = the vision tower's parameters per patch (patch embedding, blocks, and the merger's ÷ 4: it runs
+once per 2×2 patches); N_text = the language
 model's parameters less its input embeddings (a lookup); patches = rows of ``pixel_values`` the vision
 tower saw, caption_tokens = non-padding tokens the language model saw (counted by forward hooks).
 MFU = FLOPs/s ÷ peak, against the datasheet's 989 TFLOP/s dense bf16 of an H200 and against the measured
@@ -87,13 +88,13 @@ class Sizes:
     gen_images: dict[int, int] = field(default_factory=lambda: {1: 4, 16: 16})
     gen_tokens: int = 32
     train_records: int = 64
-    train_steps: int = 8
+    train_steps: int = 12
     train_warmup: int = 2
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls(image_size=64, rank_images={1: 4, 16: 16, 64: 64}, pair_images=2, pair_captions=4,
-                   gen_images={1: 2, 16: 16}, gen_tokens=4, train_records=32, train_steps=3, train_warmup=1)
+        return cls(image_size=56, rank_images={1: 2, 16: 16, 64: 64}, pair_images=2, pair_captions=3,
+                   gen_images={1: 1, 16: 16}, gen_tokens=2, train_records=32, train_steps=3, train_warmup=1)
 
 
 class Report:
@@ -284,7 +285,9 @@ class TokenCounter:
     """Forward pre-hooks on the two towers: the patches and non-padding caption tokens they have seen."""
 
     def __init__(self, model):
-        self.n_vision = sum(p.numel() for p in model.vision.parameters())
+        vision = model.vision
+        merger = sum(p.numel() for p in vision.merger.parameters())  # runs once per 2×2 merged patches
+        self.n_vision = sum(p.numel() for p in vision.parameters()) - merger + merger / vision.spatial_merge_size**2
         embeddings = model.language_model.get_input_embeddings().weight.numel()
         self.n_text = sum(p.numel() for p in model.language_model.parameters()) - embeddings
         self.patches, self.tokens = 0, 0
@@ -421,6 +424,7 @@ def guarded(run: Run, name: str, section, budget: float, end: float) -> None:
     if run.left() <= 0:
         run.report.add(name, "skipped", "time budget spent")
         return
+    start = time.perf_counter()
     try:
         section(run)
     except Exception as err:
@@ -429,6 +433,7 @@ def guarded(run: Run, name: str, section, budget: float, end: float) -> None:
         traceback.print_exc()
         run.report.add(name, f"failed: {one_line(err)}")
     finally:
+        print(f"# {name}: {time.perf_counter() - start:.1f} s", flush=True)
         run.report.write()
         free_memory()
 
