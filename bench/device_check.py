@@ -44,7 +44,6 @@ Output: one ``key=value`` line per figure (repeated together at the end), and wi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import math
@@ -67,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_size import random_real_size_scorer  # noqa: E402  (bench/, beside this script)
+from real_size import TokenCounter, counted_builder, random_real_size_scorer  # noqa: E402  (bench/)
 
 REFERENCE_3B = ROOT.parent / "shared" / "reference" / "qwen2.5-vl-3b-instruct"
 H200_BF16_DENSE_TFLOPS = 989.0
@@ -281,60 +280,6 @@ def section_generate(run: Run) -> None:
 
 
 # -- training ---------------------------------------------------------------------------------------------------
-class TokenCounter:
-    """Forward pre-hooks on the two towers: the patches and non-padding caption tokens they have seen."""
-
-    def __init__(self, model):
-        vision = model.vision
-        merger = sum(p.numel() for p in vision.merger.parameters())  # runs once per 2×2 merged patches
-        self.n_vision = sum(p.numel() for p in vision.parameters()) - merger + merger / vision.spatial_merge_size**2
-        embeddings = model.language_model.get_input_embeddings().weight.numel()
-        self.n_text = sum(p.numel() for p in model.language_model.parameters()) - embeddings
-        self.patches, self.tokens = 0, 0
-        model.vision.register_forward_pre_hook(self._vision)
-        model.language_model.register_forward_pre_hook(self._text, with_kwargs=True)
-
-    def _vision(self, module, args) -> None:
-        self.patches += args[0].shape[0]
-
-    def _text(self, module, args, kwargs) -> None:
-        mask = kwargs.get("attention_mask")
-        self.tokens = self.tokens + (mask.sum() if mask is not None else kwargs["input_ids"].numel())  # no sync
-
-    def snapshot(self) -> tuple[int, int]:
-        return self.patches, int(self.tokens)
-
-    def flops(self, patches: int, tokens: int) -> float:
-        return 4.0 * (self.n_vision * patches + self.n_text * tokens)
-
-
-@contextlib.contextmanager
-def counted_builder(run: Run, counters: list[TokenCounter]):
-    """``train()`` builds its fresh scorer with ``trainer.model_setup.new_scorer``: here the random real-size
-    one (or the tiny one), with a TokenCounter on it. The only trainer internal this script touches."""
-    import trainer.model_setup as setup
-
-    if not hasattr(setup, "new_scorer"):
-        raise RuntimeError("trainer.model_setup.new_scorer is gone: update counted_builder to where train() "
-                           "builds a fresh scorer")
-    original = setup.new_scorer
-
-    def build(backbone, config=None, device=None, dtype=None, seed=0):
-        if run.args.tiny:
-            model, processor = original(backbone, config, device=device, dtype=dtype, seed=seed)
-        else:
-            model, processor = random_real_size_scorer(run.args.reference, device, dtype, scorer_config=config,
-                                                       seed=seed)
-        counters.append(TokenCounter(model))
-        return model, processor
-
-    setup.new_scorer = build
-    try:
-        yield
-    finally:
-        setup.new_scorer = original
-
-
 def write_triplets(run: Run) -> Path:
     records = [{"image": f"imgs/{i}.png", "pos": run.captions[5 * i], "negs": run.captions[5 * i + 1:5 * i + 5]}
                for i in range(run.sizes.train_records)]
@@ -364,7 +309,8 @@ def train_setting(run: Run, batch: int, checkpointing: bool, budget: float) -> N
         if time.perf_counter() > end and len(stamps) >= sizes.train_warmup + 2:
             stop.set()  # over budget: train() stops after this step
 
-    with tempfile.TemporaryDirectory() as out, counted_builder(run, counters):
+    reference = None if run.args.tiny else run.args.reference
+    with tempfile.TemporaryDirectory() as out, counted_builder(reference, counters):
         recipe.update(model="tiny" if run.args.tiny else str(run.args.reference), train_file=str(write_triplets(run)),
                       image_root=str(run.data), output_dir=out, batch_size=batch, grad_accum=1,
                       gradient_checkpointing=checkpointing, max_steps=sizes.train_steps, save_every=10_000,

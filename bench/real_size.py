@@ -6,10 +6,14 @@ transformers' own initialisation (normal linear weights, RMSNorm weights of one)
 from N(0, 0.02), norms included, shrinks the activations layer by layer into subnormal floats, which a
 CPU computes very slowly. The processor is the tiny backbone's (the same vocabulary and the same patching)
 with the pixel limits of the folder's ``preprocessor_config.json`` when it has one.
+
+``counted_builder`` makes ``trainer.train`` build this model (instead of loading weights) and counts the
+patches and caption tokens its towers see, for FLOP rates (bench/device_check.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -55,3 +59,58 @@ def random_real_size_scorer(config_dir: str | Path, device: str | torch.device, 
     torch.manual_seed(seed)
     model = DualEncoder(qwen, scorer_config).to(device).eval()
     return model, DualEncoderProcessor(processor, scorer_config.max_text_tokens)
+
+
+class TokenCounter:
+    """Forward pre-hooks on the two towers: the patches and non-padding caption tokens they have seen."""
+
+    def __init__(self, model):
+        vision = model.vision
+        merger = sum(p.numel() for p in vision.merger.parameters())  # runs once per 2×2 merged patches
+        self.n_vision = sum(p.numel() for p in vision.parameters()) - merger + merger / vision.spatial_merge_size**2
+        embeddings = model.language_model.get_input_embeddings().weight.numel()
+        self.n_text = sum(p.numel() for p in model.language_model.parameters()) - embeddings
+        self.patches, self.tokens = 0, 0
+        model.vision.register_forward_pre_hook(self._vision)
+        model.language_model.register_forward_pre_hook(self._text, with_kwargs=True)
+
+    def _vision(self, module, args) -> None:
+        self.patches += args[0].shape[0]
+
+    def _text(self, module, args, kwargs) -> None:
+        mask = kwargs.get("attention_mask")
+        self.tokens = self.tokens + (mask.sum() if mask is not None else kwargs["input_ids"].numel())  # no sync
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.patches, int(self.tokens)
+
+    def flops(self, patches: int, tokens: int) -> float:
+        return 4.0 * (self.n_vision * patches + self.n_text * tokens)
+
+
+@contextlib.contextmanager
+def counted_builder(reference: str | Path | None, counters: list[TokenCounter]):
+    """``train()`` builds its fresh scorer with ``trainer.model_setup.new_scorer``: within this block, the
+    random one of ``reference``'s size (None: what ``new_scorer`` builds), each with a TokenCounter appended
+    to ``counters``. The only trainer internal the benchmarks touch."""
+    import trainer.model_setup as setup
+
+    if not hasattr(setup, "new_scorer"):
+        raise RuntimeError("trainer.model_setup.new_scorer is gone: update counted_builder to where train() "
+                           "builds a fresh scorer")
+    original = setup.new_scorer
+
+    def build(backbone, config=None, device=None, dtype=None, seed=0):
+        if reference is None:
+            model, processor = original(backbone, config, device=device, dtype=dtype, seed=seed)
+        else:
+            model, processor = random_real_size_scorer(reference, device, dtype, scorer_config=config,
+                                                       seed=seed)
+        counters.append(TokenCounter(model))
+        return model, processor
+
+    setup.new_scorer = build
+    try:
+        yield
+    finally:
+        setup.new_scorer = original
