@@ -1,4 +1,5 @@
-"""Training end to end on real UC Merced triplets with the tiny backbone: learns, saves, resumes, DDP."""
+"""Training end to end with the tiny backbone on the repository's demo triplets (assets/demo, so a fresh
+clone runs them): learns, saves, resumes, DDP, LoRA, heads only with cached text features, accumulation."""
 
 from __future__ import annotations
 
@@ -17,20 +18,28 @@ from trainer import TrainConfig, parse_config, train
 from trainer.checkpoints import load_trainer_state
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "assets" / "demo"
 FAST = dict(model="tiny", train_backbone="full", freeze_token_embeddings=True, max_pixels=12544,
             max_text_tokens=32, batch_size=4, log_every=1, save_every=1000, seed=0)
 
 
 @pytest.fixture
-def ucm_small(ucm_dir, ucm_triplets, tmp_path) -> Path:
+def demo_root() -> Path:
+    """The image root of the demo triplets."""
+    return DEMO
+
+
+@pytest.fixture
+def demo_small(tmp_path) -> Path:
+    """8 seed triplets of 8 demo images (each with hard, short and two other negatives)."""
     path = tmp_path / "train.json"
-    path.write_text(json.dumps(ucm_triplets[:8]))
+    path.write_text(json.dumps(json.loads((DEMO / "triplets.json").read_text())[:8]))
     return path
 
 
-def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(ucm_small, ucm_dir, tmp_path):
+def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(demo_small, demo_root, tmp_path):
     losses: list[float] = []
-    config = TrainConfig(**dict(FAST, batch_size=8), train_file=str(ucm_small), image_root=str(ucm_dir),
+    config = TrainConfig(**dict(FAST, batch_size=8), train_file=str(demo_small), image_root=str(demo_root),
                          output_dir=str(tmp_path / "run"), max_steps=6, lr=1e-3, warmup_steps=0,
                          loss="infonce+focal_triplet")
     checkpoint, metrics = train(config, on_progress=lambda m: losses.append(m["loss"]))
@@ -46,8 +55,8 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(ucm_small, u
     assert list((tmp_path / "run" / "tensorboard").iterdir())
 
 
-def test_stop_then_resume_ends_like_an_uninterrupted_run(ucm_small, ucm_dir, tmp_path):
-    common = dict(FAST, train_file=str(ucm_small), image_root=str(ucm_dir), max_steps=3, lr=1e-3,
+def test_stop_then_resume_ends_like_an_uninterrupted_run(demo_small, demo_root, tmp_path):
+    common = dict(FAST, train_file=str(demo_small), image_root=str(demo_root), max_steps=3, lr=1e-3,
                   loss="infonce+focal_triplet")
     train(TrainConfig(**common, output_dir=str(tmp_path / "straight")))
 
@@ -73,19 +82,19 @@ def test_stop_then_resume_ends_like_an_uninterrupted_run(ucm_small, ucm_dir, tmp
         torch.testing.assert_close(heads_a[key], heads_b[key], rtol=0, atol=1e-6)
 
 
-def test_a_stop_before_the_first_evaluation_still_returns_a_best_checkpoint(ucm_small, ucm_dir, tmp_path):
+def test_a_stop_before_the_first_evaluation_still_returns_a_best_checkpoint(demo_small, demo_root, tmp_path):
     stop = threading.Event()
     stop.set()  # stop after the first step; the first evaluation would come at step 5
-    checkpoint, metrics = train(TrainConfig(**FAST, train_file=str(ucm_small), val_file=str(ucm_small),
-                                            image_root=str(ucm_dir), output_dir=str(tmp_path / "run"),
+    checkpoint, metrics = train(TrainConfig(**FAST, train_file=str(demo_small), val_file=str(demo_small),
+                                            image_root=str(demo_root), output_dir=str(tmp_path / "run"),
                                             max_steps=5, eval_every=5), stop_event=stop)
     assert metrics["stopped"] and metrics["step"] == 1 and not any(k.startswith("val/") for k in metrics)
     assert checkpoint == tmp_path / "run" / "best" and load_trainer_state(checkpoint)["step"] == 1
     load_checkpoint(checkpoint)
 
 
-def test_a_best_metric_the_evaluator_does_not_report_is_refused_before_training(ucm_small, ucm_dir, tmp_path):
-    config = TrainConfig(**FAST, train_file=str(ucm_small), val_file=str(ucm_small), image_root=str(ucm_dir),
+def test_a_best_metric_the_evaluator_does_not_report_is_refused_before_training(demo_small, demo_root, tmp_path):
+    config = TrainConfig(**FAST, train_file=str(demo_small), val_file=str(demo_small), image_root=str(demo_root),
                          output_dir=str(tmp_path / "run"), max_steps=1, best_metric="mean_acuracy")
     with pytest.raises(ValueError, match=r"'mean_acuracy'.*mean_accuracy, global_accuracy"):
         train(config)
@@ -104,7 +113,7 @@ def test_yaml_recipe_and_command_line_overrides(tmp_path):
         parse_config(["--config", str(recipe)])
 
 
-def test_accelerate_two_processes_end_with_identical_weights(ucm_small, ucm_dir, tmp_path):
+def test_accelerate_two_processes_end_with_identical_weights(demo_small, demo_root, tmp_path):
     """DDP (gloo) on CPU. accelerate 1.15 runs ``--cpu --num_processes 2`` as ONE process unless mpirun is
     set up, so the two local CPU processes are launched through its torchrun path with ACCELERATE_USE_CPU."""
     out = tmp_path / "ddp"
@@ -112,7 +121,7 @@ def test_accelerate_two_processes_end_with_identical_weights(ucm_small, ucm_dir,
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "train.py"), "--model", "tiny", "--train_backbone", "full", "--freeze_token_embeddings",
                "--max_pixels", "12544", "--max_text_tokens", "32", "--batch_size", "2", "--max_steps", "2",
-               "--train_file", str(ucm_small), "--image_root", str(ucm_dir), "--output_dir", str(out)]
+               "--train_file", str(demo_small), "--image_root", str(demo_root), "--output_dir", str(out)]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
