@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from trainer.loop import LoopState, clamp_temperature, make_scheduler, optimizer_step
 from trainer.losses import InfoNCELoss
 from trainer.losses.contrastive import MAX_LOGIT_SCALE
-from trainer.loop import LoopState, clamp_temperature, make_scheduler, optimizer_step
 from trainer.tracking import RunningLoss
 
 

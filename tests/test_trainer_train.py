@@ -4,6 +4,7 @@ clone runs them): learns, saves, resumes, DDP, LoRA, heads only with cached text
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def test_yaml_recipe_and_command_line_overrides(tmp_path):
         parse_config(["--config", str(recipe)])
 
 
+@pytest.mark.slow
 def test_accelerate_two_processes_end_with_identical_weights(demo_small, demo_root, tmp_path):
     """DDP (gloo) on CPU. accelerate 1.15 runs ``--cpu --num_processes 2`` as ONE process unless mpirun is
     set up, so the two local CPU processes are launched through its torchrun path with ACCELERATE_USE_CPU."""
@@ -153,3 +155,88 @@ def test_ranks_skip_a_micro_batch_together_when_one_rank_cannot_read_it():
     assert agreed_usable(TwoRanks([True, False, True]), [True, True, False]) == [True, False, False]
     single = type("One", (), {"num_processes": 1})()
     assert agreed_usable(single, [True, False]) == [True, False]
+
+
+@pytest.mark.slow
+def test_lora_with_the_3b_recipe_on_the_tiny_backbone(demo_small, demo_root, tmp_path):
+    """configs/ucm_3b_lora.yaml as it is (LoRA r16 on both towers, grad_accum 2, gradient checkpointing,
+    augmentation), only the backbone, image size and run length made tiny."""
+    from trainer.config import load_yaml
+
+    recipe = load_yaml(ROOT / "configs" / "ucm_3b_lora.yaml")
+    config = TrainConfig.from_dict(dict(recipe, model="tiny", max_pixels=12544, max_text_tokens=32, batch_size=4,
+                                        max_steps=2, train_file=str(demo_small), image_root=str(demo_root),
+                                        output_dir=str(tmp_path / "run")))
+    assert (config.train_backbone, config.grad_accum, config.gradient_checkpointing) == ("lora", 2, True)
+    _, metrics = train(config)
+    assert metrics["step"] == 2 and math.isfinite(metrics["loss"])
+    trainable = load_trainer_state(tmp_path / "run" / "last")["trainable"]
+    backbone = [name for name in trainable if name.startswith("backbone.")]
+    assert backbone and all("lora_" in name for name in backbone)
+    assert any(".visual." in name for name in backbone) and any("language_model" in name for name in backbone)
+    model, _ = load_checkpoint(tmp_path / "run" / "last")
+    assert model.has_lora
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # peft starts B at zero: it was trained
+
+
+def _initial(config: TrainConfig):
+    """The model train() starts from (seeded), before any step."""
+    from trainer.model_setup import build_model
+
+    return build_model(config, torch.device("cpu"))[0]
+
+
+def _heads_after(config: TrainConfig) -> dict[str, torch.Tensor]:
+    train(config)
+    return load_checkpoint(Path(config.output_dir) / "last")[0].heads_state_dict()
+
+
+@pytest.mark.slow
+def test_heads_only_with_cached_text_features_trains_as_recomputing_them(demo_small, demo_root, tmp_path,
+                                                                         monkeypatch, caplog):
+    common = dict(FAST, train_backbone="none", train_file=str(demo_small), image_root=str(demo_root), max_steps=2,
+                  lr=1e-3, warmup_steps=0)
+    with caplog.at_level("INFO", logger="trainer.loop"):
+        cached = _heads_after(TrainConfig(**common, output_dir=str(tmp_path / "cached")))
+    assert "text features cached" in caplog.text
+    import trainer.loop
+
+    monkeypatch.setattr(trainer.loop, "text_tower_frozen", lambda model: False)  # run the frozen text tower
+    caplog.clear()
+    with caplog.at_level("INFO", logger="trainer.loop"):
+        recomputed = _heads_after(TrainConfig(**common, output_dir=str(tmp_path / "recomputed")))
+    assert "text features recomputed" in caplog.text
+    initial = _initial(TrainConfig(**common)).heads_state_dict()
+    assert any(not torch.equal(cached[key], initial[key]) for key in cached)  # the heads were trained
+    for key in cached:
+        torch.testing.assert_close(cached[key], recomputed[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_accumulated_micro_batches_equal_one_batch_twice_the_size(demo_small, demo_root, tmp_path, monkeypatch):
+    """The focal triplet loss is a mean over triplets, so 2 × 4 accumulated = 8 at once (the contrastive
+    losses are not: their in-batch negatives depend on the micro-batch, as in open_clip). The heads'
+    dropout is off: its masks would differ between the two layouts."""
+    import trainer.model_setup
+
+    fresh = trainer.model_setup.fresh_scorer_config
+
+    def without_dropout(config):
+        scorer_config = fresh(config)
+        scorer_config.head_dropout = 0.0
+        return scorer_config
+
+    monkeypatch.setattr(trainer.model_setup, "fresh_scorer_config", without_dropout)
+    common = dict(FAST, train_file=str(demo_small), image_root=str(demo_root), max_steps=1, lr=1e-3, warmup_steps=0,
+                  loss="focal_triplet")
+    train(TrainConfig(**dict(common, batch_size=4), grad_accum=2, output_dir=str(tmp_path / "accumulated")))
+    train(TrainConfig(**dict(common, batch_size=8), grad_accum=1, output_dir=str(tmp_path / "whole")))
+    accumulated, whole = (dict(load_checkpoint(tmp_path / name / "last")[0].named_parameters())
+                          for name in ("accumulated", "whole"))
+    initial = dict(_initial(TrainConfig(**common)).named_parameters())
+    assert accumulated.keys() == whole.keys()
+    moved = [name for name in whole if not torch.equal(whole[name], initial[name])]
+    assert len(moved) > 10  # one AdamW step moved the trained weights
+    for name in whole:
+        torch.testing.assert_close(accumulated[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
