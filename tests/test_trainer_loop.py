@@ -86,7 +86,9 @@ def test_running_loss_is_the_mean_since_the_last_read():
     running.add({"loss": torch.tensor(3.0), "focal_hard_loss": torch.tensor(1.5)})
     assert running.read() == {"loss": 2.0, "focal_hard_loss": 1.0}
     running.add({"loss": torch.tensor(5.0)})
-    assert running.read() == {"loss": 5.0}
+    running.add({"loss": torch.tensor(7.0), "focal_random_loss": torch.tensor(0.25)})
+    assert running.read() == {"loss": 6.0, "focal_random_loss": 0.25}  # each over the steps it was part of
+    assert running.read() == {}
 
 
 def test_best_is_chosen_only_by_a_higher_validation_score():

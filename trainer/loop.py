@@ -210,7 +210,7 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
         if step % config.log_every == 0 or step == max_steps:
             row.update(running.read(), triplets_per_s=throughput.rate())
             log_metrics(accelerator, out, "train", step, row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
         bar.update(1)
         evaluate_now = evaluator is not None and (step % eval_every == 0 or step == max_steps)
         if evaluate_now:

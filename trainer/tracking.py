@@ -17,23 +17,26 @@ from trainer.config import TrainConfig
 
 
 class RunningLoss:
-    """Sums of the loss parts (0-d tensors on the device) since the last :meth:`read`."""
+    """Sums of the loss parts (0-d tensors on the device) since the last :meth:`read`, each with the
+    number of steps it was part of (a focal term is absent from a step whose batch had no such negative)."""
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
-        self.steps = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, parts: dict[str, torch.Tensor]) -> None:
         for name, value in parts.items():
             self.sums[name] = self.sums[name] + value if name in self.sums else value
-        self.steps += 1
+            self.counts[name] = self.counts.get(name, 0) + 1
 
     def read(self) -> dict[str, float]:
-        """The means since the last read, in one transfer to the CPU."""
+        """The mean of each part over the steps it was part of since the last read, in one transfer to the CPU."""
         names = list(self.sums)
-        values = (torch.stack([self.sums[name].float() for name in names]) / self.steps).tolist()
-        self.sums, self.steps = {}, 0
-        return dict(zip(names, values))
+        if not names:
+            return {}
+        sums = torch.stack([self.sums[name].float() for name in names]).tolist()
+        self.sums, counts, self.counts = {}, self.counts, {}
+        return {name: total / counts[name] for name, total in zip(names, sums)}
 
 
 class Throughput:
