@@ -61,7 +61,7 @@ class TrainConfig:
     lr: float = 1e-4  # backbone (LoRA or full)
     head_lr: float | None = None  # poolers, heads, temperature; None: lr
     weight_decay: float = 0.01
-    warmup_steps: int | None = None  # None: warmup_ratio × max_steps
+    warmup_steps: int | None = None  # linear from 0 to lr over these steps; None: warmup_ratio × max_steps
     warmup_ratio: float = 0.05
     min_lr_ratio: float = 0.1  # cosine decays to lr × min_lr_ratio
     max_grad_norm: float = 1.0
