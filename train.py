@@ -1,8 +1,8 @@
 """``python train.py --config configs/tiny_ucm.yaml --train_file F --image_root D --output_dir O``
 
-Also ``accelerate launch --multi_gpu --num_processes N train.py ...`` for DDP across GPUs or machines, and
-``accelerate launch --config_file configs/accelerate/fsdp.yaml train.py ...`` (or ``deepspeed_zero2.yaml``)
-for sharded training. Every TrainConfig field is a flag (``python train.py --help``).
+Also ``accelerate launch --config_file configs/accelerate/ddp.yaml train.py ...`` (or ``--multi_gpu
+--num_processes N``) for DDP across GPUs or machines; DDP is the one distributed mode the trainer supports
+and tests. Every TrainConfig field is a flag (``python train.py --help``).
 """
 
 from __future__ import annotations

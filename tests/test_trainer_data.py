@@ -98,6 +98,9 @@ def test_batch_encodes_each_caption_and_image_once_and_skips_a_broken_image(imag
     assert mask.sum() == 2 and mask[1, batch.texts.index("green square")]
     hard_texts = [batch.texts[i] for i in batch.negatives["hard"][0]]
     assert hard_texts == ["hard red", "hard green", "blue square"]
+    other = [(batch.texts[i], owner) for i, owner in zip(*(t.tolist() for t in batch.negatives["other"]))]
+    # the "other" group is negs[1:]: the short caption and the rest (the README record has none)
+    assert other == [("There is a square.", 0), ("other red", 0), ("There is a square.", 1)]
     random_negatives = [batch.texts[i] for i in batch.negatives["random"][0]]
     for text, owner in zip(random_negatives, batch.negatives["random"][1].tolist()):
         source = next(r for r in records if r.positive == text)  # another image's positive
@@ -113,3 +116,19 @@ def test_epoch_plan_is_seeded_and_splits_processes_evenly():
     assert len(flat) == len(set(flat)) == 8
     assert epoch_batches(10, 2, epoch=4, seed=7) != epoch_batches(10, 2, epoch=3, seed=7)
     assert len(epoch_batches(3, 8, epoch=0, seed=0)[0]) == 8  # smaller than a batch: cycled
+
+
+def test_the_random_negative_is_another_images_positive_even_when_few_qualify():
+    import random
+
+    from trainer.negatives import negative_groups, random_other_caption
+    from trainer.records import TripletRecord
+
+    # 200 records of one image and one of another: rejection draws alone would usually miss it
+    pool = [TripletRecord("a.png", f"caption {n}") for n in range(200)] + [TripletRecord("b.png", "the other")]
+    picks = {random_other_caption(pool, pool[0], random.Random(seed)) for seed in range(5)}
+    assert picks == {"the other"}
+    assert random_other_caption(pool[:3], pool[0], random.Random(0)) is None
+    record = TripletRecord("a.png", "pos", "hard", "short", ("o1", "o2"))
+    assert negative_groups(record, "the other") == {"random": ["the other"], "hard": ["hard"],
+                                                    "other": ["short", "o1", "o2"]}

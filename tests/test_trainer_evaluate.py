@@ -19,21 +19,67 @@ def test_triplet_protocol_by_hand():
     image = {"A": torch.tensor([1.0, 0.0]), "B": torch.tensor([0.0, 1.0])}
     text = {t: torch.tensor(v) for t, v in {
         "pa": [0.9, 0.8], "ha": [0.95, 0.0], "sa": [0.5, 0.0], "oa1": [0.1, 0.0], "oa2": [0.9, 0.0],
-        "pb": [0.2, 0.6], "hb": [0.0, 0.3], "sb": [0.0, 0.7]}.items()}
+        "pb": [0.2, 0.6], "hb": [0.0, 0.3], "sb": [0.0, 0.5]}.items()}
     records = [TripletRecord("A", "pa", "ha", "sa", ("oa1", "oa2"), 0), TripletRecord("B", "pb", "hb", "sb", (), 1)]
     got = triplet_metrics(records, image, text, seed=0)
-    # global: A: pa .9 > pb .2 ✓; B: pb .6 > pa .8 ✗            → 1/2
-    # hard:   A: pa .9 > ha .95 ✗; B: pb .6 > hb .3 ✓          → 1/2
-    # local:  A: .9 > oa1 .1 ✓, .9 > oa2 .9 ✗ (tie); B: none   → 1/2
-    # rank:   A: ha, oa2 ≥ .9 → rank 3; B: sb .7 ≥ .6 → rank 2 → accuracy 0, MRR (1/3 + 1/2) / 2
-    assert got["global_accuracy"] == 0.5 and got["hard_accuracy"] == 0.5 and got["local_accuracy"] == 0.5
-    assert got["rank_accuracy"] == 0.0
-    assert got["mrr"] == pytest.approx((1 / 3 + 1 / 2) / 2)
-    assert got["mean_accuracy"] == pytest.approx(0.5)
+    # global: A: pa .9 > pb .2 ✓; B: pb .6 > pa .8 ✗                         → 1/2
+    # hard:   A: pa .9 > ha .95 ✗; B: pb .6 > hb .3 ✓                       → 1/2
+    # local over negs[1:] (the short caption too, as the original):
+    #         A: .9 > sa .5 ✓, > oa1 .1 ✓, > oa2 .9 ✗ (tie); B: .6 > sb .5 ✓ → 3/4 (negs[2:] would give 1/2)
+    # rank:   A: ha, oa2 ≥ .9 → rank 3; B: first → accuracy 1/2, MRR (1/3 + 1) / 2
+    assert got["global_accuracy"] == 0.5 and got["hard_accuracy"] == 0.5 and got["local_accuracy"] == 0.75
+    assert got["rank_accuracy"] == 0.5
+    assert got["mrr"] == pytest.approx((1 / 3 + 1) / 2)
+    assert got["mean_accuracy"] == pytest.approx((0.5 + 0.75 + 0.5) / 3)
     assert mismatched_images(records) == ["B", "A"]
     control = triplet_metrics(records, image, text, seed=0, anchors=["B", "A"])
     # anchor B for record A: pa .8 > pb .6 ✓ global; pa .8 > ha 0 ✓ hard. anchor A for B: pb .2 > pa .9 ✗
     assert control["global_accuracy"] == 0.5 and control["hard_accuracy"] == 1.0
+
+
+def test_a_negative_that_ties_the_positive_is_never_counted_correct():
+    """Every triplet metric: identical embeddings for the positive and each negative → all misses."""
+    image = {"A": torch.tensor([1.0, 0.0]), "B": torch.tensor([0.0, 1.0])}
+    same = torch.tensor([0.6, 0.8])
+    text = {t: same for t in ("pa", "ha", "sa", "oa", "pb", "hb", "sb")}
+    records = [TripletRecord("A", "pa", "ha", "sa", ("oa",), 0), TripletRecord("B", "pb", "hb", "sb", (), 1)]
+    got = triplet_metrics(records, image, text, seed=0)
+    assert got["global_accuracy"] == got["hard_accuracy"] == got["local_accuracy"] == got["rank_accuracy"] == 0.0
+    assert got["mrr"] == pytest.approx((1 / 4 + 1 / 3) / 2)  # A: 3 negatives tie → rank 4; B: 2 → rank 3
+
+
+def clip_benchmark_recall(scores: torch.Tensor, positive_pairs: torch.Tensor, k: int) -> float:
+    """CLIP_benchmark ``clip_benchmark/metrics/zeroshot_retrieval.py``: recall_at_k, then "any hit" per query."""
+    topk = torch.topk(scores, k, dim=1)[1]  # (queries, k)
+    hits = torch.nn.functional.one_hot(topk, num_classes=scores.shape[1]) * positive_pairs[:, None, :]
+    return float((hits.sum(dim=(1, 2)) > 0).float().mean())
+
+
+def test_retrieval_equals_clip_benchmark_without_ties():
+    generator = torch.Generator().manual_seed(0)
+    image_emb = torch.nn.functional.normalize(torch.randn(12, 8, generator=generator), dim=1)
+    text_emb = torch.nn.functional.normalize(torch.randn(36, 8, generator=generator), dim=1)
+    owner = torch.arange(12).repeat_interleave(3)
+    got = retrieval_metrics(image_emb, text_emb, owner)
+    scores = text_emb @ image_emb.T  # (texts, images), CLIP_benchmark's layout
+    pairs = torch.nn.functional.one_hot(owner, 12).bool()
+    for k in (1, 5, 10):
+        assert got[f"t2i_r{k}"] == pytest.approx(clip_benchmark_recall(scores, pairs, k))
+        assert got[f"i2t_r{k}"] == pytest.approx(clip_benchmark_recall(scores.T, pairs.T, k))
+
+
+def test_retrieval_counts_ties_against_the_truth_both_ways():
+    # image 1 owns a caption identical to image 0's (t1 = t0), as UCM-Captions has for 547 of 600 images;
+    # images 2 and 3 are identical pictures, each with its own caption
+    image_emb = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 0, 1.0]])
+    text_emb = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 0, 1.0]])
+    owner = torch.tensor([0, 1, 1, 2, 3])
+    got = retrieval_metrics(image_emb, text_emb, owner)
+    # i2t R@1: image 0 ties with t1 (another image's) ✗; image 1 finds t2 ✓; images 2, 3 tie with each other's ✗
+    assert got["i2t_r1"] == 0.25
+    # t2i R@1: t0 ✓; t1 scores image 0 higher ✗; t2 ✓; t3, t4 tie between images 2 and 3 ✗
+    assert got["t2i_r1"] == pytest.approx(2 / 5)
+    assert got["i2t_r5"] == got["t2i_r5"] == 1.0
 
 
 def test_retrieval_by_hand():

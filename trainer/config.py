@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from trainer.losses import parse_loss_spec
+from trainer.losses import DEFAULT_TERM_WEIGHTS, parse_loss_spec
 
 TRAIN_BACKBONE = ("lora", "full", "none")
 
@@ -50,7 +50,7 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # per loss name, default 1.0
     focal_margin: float = 0.5
     focal_gamma: float = 2.0
-    focal_term_weights: dict[str, float] = field(default_factory=lambda: {"random": 0.5, "hard": 2.0, "other": 0.5})
+    focal_term_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TERM_WEIGHTS))
     contrastive_negatives: bool = True  # the batch's negative captions are extra contrastive columns
     contrastive_gather: bool = True  # DDP: InfoNCE/SigLIP over all processes' batches (trainer.distributed)
     # -- optimisation ------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ class TrainConfig:
     lr: float = 1e-4  # backbone (LoRA or full)
     head_lr: float | None = None  # poolers, heads, temperature; None: lr
     weight_decay: float = 0.01
-    warmup_steps: int | None = None  # None: warmup_ratio × max_steps
+    warmup_steps: int | None = None  # linear from 0 to lr over these steps; None: warmup_ratio × max_steps
     warmup_ratio: float = 0.05
     min_lr_ratio: float = 0.1  # cosine decays to lr × min_lr_ratio
     max_grad_norm: float = 1.0

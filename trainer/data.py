@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from common.paths import resolve_inside
 from scorer.images import ImageLoadError
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
+from trainer.negatives import NEGATIVE_GROUPS, negative_groups, random_other_caption
 from trainer.records import TripletRecord
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ class TripletDataset(Dataset):
         self.seed = seed
         self.augment_images = augment_images
         self.cache: dict[str, Image.Image] | None = {} if cache_images else None
-        self.positives = [(record.image, record.positive) for record in self.records]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -81,19 +81,12 @@ class TripletDataset(Dataset):
             self.cache[relative] = image
         return image
 
-    def random_negative(self, record: TripletRecord, rng: random.Random) -> str | None:
-        """The positive caption of a random record of another image (None if there is none)."""
-        for _ in range(100):
-            image, text = self.positives[rng.randrange(len(self.positives))]
-            if image != record.image and text != record.positive:
-                return text
-        return None
-
     def __getitem__(self, key: Key) -> dict:
         epoch, index = key
         record = self.records[index]
         rng = random.Random(f"{self.seed}/{epoch}/{index}")
-        item = {"index": index, "record": record, "random": self.random_negative(record, rng), "image": None}
+        item = {"index": index, "record": record, "random": random_other_caption(self.records, record, rng),
+                "image": None}
         try:
             image = self.load(record.image)
         except (ImageLoadError, OSError) as err:
@@ -108,7 +101,8 @@ class TripletBatch:
     """Distinct images and distinct captions of a batch, and the triplets as indices into them.
 
     ``image_index``/``positive_index`` (B,): each triplet's image row and positive caption row;
-    ``negatives`` = {"random"|"hard"|"other": (caption rows (k,), triplet rows (k,))}.
+    ``negatives`` = {"random"|"hard"|"other": (caption rows (k,), triplet rows (k,))}, the groups of
+    ``trainer.negatives``.
     """
 
     pixel_values: torch.Tensor  # (n_patches, C·T·P·P)
@@ -161,7 +155,7 @@ class TripletCollator:
         images: dict[str, int] = {}
         texts: dict[str, int] = {}
         image_index, positive_index = [], []
-        pairs: dict[str, tuple[list[int], list[int]]] = {"random": ([], []), "hard": ([], []), "other": ([], [])}
+        pairs: dict[str, tuple[list[int], list[int]]] = {group: ([], []) for group in NEGATIVE_GROUPS}
         pil_images = []
         for row, item in enumerate(good):
             record: TripletRecord = item["record"]
@@ -170,10 +164,7 @@ class TripletCollator:
                 pil_images.append(item["image"])
             image_index.append(images[record.image])
             positive_index.append(texts.setdefault(record.positive, len(texts)))
-            groups = {"random": [item["random"]] if item["random"] else [],
-                      "hard": [record.hard] if record.hard else [], "other": list(record.other_negatives)}
-            if not self.with_negatives:
-                groups = {group: [] for group in groups}
+            groups = negative_groups(record, item["random"]) if self.with_negatives else {}
             for group, captions in groups.items():
                 for caption in captions:
                     pairs[group][0].append(texts.setdefault(caption, len(texts)))

@@ -3,16 +3,19 @@
 ``python -m trainer.evaluate --checkpoint DIR --data F --image_root D --output M.json``
 
 Triplet files (seed or README format), for each record with image embedding x and caption scores
-s(c) = <x, y_c> (cosine; the original's "distance smaller" is the same order for unit vectors):
+s(c) = <x, y_c> (cosine; the original's "distance smaller" is the same order for unit vectors) and the
+negative groups of ``trainer.negatives`` (the ones training uses):
 
-* ``global_accuracy``: s(pos) > s(positive caption of another image, drawn with a fixed seed);
-* ``local_accuracy``: s(pos) > s(o) for every o in ``negs[2:]`` (counted per pair);
-* ``hard_accuracy``: s(pos) > s(``negs[0]``) (README format: the ``negative``);
+* ``global_accuracy``: s(pos) > s(the "random" caption: another image's positive, drawn with a fixed seed);
+* ``local_accuracy``: s(pos) > s(o) for every o in the "other" group ``negs[1:]`` (counted per pair);
+* ``hard_accuracy``: s(pos) > s(the "hard" caption ``negs[0]``; README format: the ``negative``);
 * ``rank_accuracy`` / ``mrr``: the positive among {pos} ∪ negs — ranked first / 1 / its rank;
 * ``mean_accuracy``: mean of the three accuracies that apply — the primary metric.
 
-Ties count as errors. Karpathy files (UCM-Captions, RSICD, ...): image↔text retrieval R@1/5/10 both
-ways and their mean ``mean_recall`` (primary metric); there ties count for the truth.
+This is the original Remote_Scorer trainer's ``validate_epoch``. Karpathy files (UCM-Captions, RSICD, ...):
+image↔text retrieval R@1/5/10 both ways and their mean ``mean_recall`` (primary metric), as
+CLIP_benchmark's ``recall_at_k``. Everywhere a tie counts AGAINST the truth: a positive that scores
+exactly as a negative (an identical caption of another image, say) is not ranked above it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from common.paths import resolve_inside
 from scorer.model import DualEncoder
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
 from scorer.ranking import EmbeddingCache, ProgressCallback, Scorer
+from trainer.negatives import negative_groups, random_other_caption
 from trainer.records import TripletRecord, load_records
 
 logger = logging.getLogger(__name__)
@@ -53,15 +57,6 @@ def progress_bar(desc: str, enabled: bool) -> Iterator[ProgressCallback | None]:
             bar.update(done - bar.n)
 
         yield update
-
-
-def _other_image_positive(records: Sequence[TripletRecord], i: int, seed: int) -> str | None:
-    rng = random.Random(f"{seed}/eval/{i}")
-    for _ in range(100):
-        other = records[rng.randrange(len(records))]
-        if other.image != records[i].image and other.positive != records[i].positive:
-            return other.positive
-    return None
 
 
 def mismatched_images(records: Sequence[TripletRecord]) -> list[str]:
@@ -90,15 +85,12 @@ def triplet_metrics(records: Sequence[TripletRecord], image_emb: dict[str, torch
             return float(x @ text_emb[text].float())
 
         s_pos = score(record.positive)
-        random_negative = _other_image_positive(records, i, seed)
-        if random_negative is not None:
-            hits["global"].append(s_pos > score(random_negative))
-        if record.hard:
-            hits["hard"].append(s_pos > score(record.hard))
-        hits["local"] += [s_pos > score(other) for other in record.others]
+        groups = negative_groups(record, random_other_caption(records, record, random.Random(f"{seed}/eval/{i}")))
+        for metric, group in (("global", "random"), ("hard", "hard"), ("local", "other")):
+            hits[metric] += [s_pos > score(negative) for negative in groups[group]]  # a tie is a miss
         candidates = [c for c in dict.fromkeys(record.negatives) if c != record.positive]
         if candidates:
-            above = sum(score(c) >= s_pos for c in candidates)
+            above = sum(score(c) >= s_pos for c in candidates)  # ties rank above the positive
             hits["rank"].append(above == 0)
             reciprocal.append(1.0 / (1 + above))
     metrics = {f"{name}_accuracy": sum(v) / len(v) for name, v in hits.items() if v}
@@ -111,18 +103,23 @@ def triplet_metrics(records: Sequence[TripletRecord], image_emb: dict[str, torch
 
 
 def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, text_image: torch.Tensor) -> dict[str, float]:
-    """(n, d) images, (m, d) texts, text_image (m,) = row of each text's image → R@K both ways, mean_recall."""
+    """(n, d) images, (m, d) texts, text_image (m,) = row of each text's image → R@K both ways, mean_recall.
+
+    A query's rank is the number of wrong candidates scoring at least as high as its best true one, so
+    a tie counts against the truth (CLIP_benchmark's ``recall_at_k`` with ``torch.topk``, whose order
+    among exact ties is unspecified, made deterministic and pessimistic). Image → text: the true
+    candidates are the image's own captions; text → image: its one image.
+    """
     scores = image_emb.float() @ text_emb.float().T  # (n, m)
-    own = text_image[None, :] == torch.arange(len(image_emb))[:, None]  # (n, m)
-    # rank = number of candidates scoring strictly higher than the best true one
-    best_own_score = scores.masked_fill(~own, float("-inf")).max(dim=1).values  # (n,)
-    best_own = (scores > best_own_score[:, None]).sum(1)  # (n,)
+    own = text_image[None, :] == torch.arange(len(image_emb), device=text_image.device)[:, None]  # (n, m)
+    best_own = scores.masked_fill(~own, float("-inf")).max(dim=1).values  # (n,)
+    i2t_rank = ((scores >= best_own[:, None]) & ~own).sum(1)  # (n,)
     own_score = scores[text_image, torch.arange(len(text_emb))]  # (m,)
-    image_rank = (scores > own_score[None, :]).sum(0)  # (m,)
+    t2i_rank = ((scores >= own_score[None, :]) & ~own).sum(0)  # (m,)
     metrics = {}
     for k in RECALL_KS:
-        metrics[f"i2t_r{k}"] = float((best_own < k).float().mean())
-        metrics[f"t2i_r{k}"] = float((image_rank < k).float().mean())
+        metrics[f"i2t_r{k}"] = float((i2t_rank < k).float().mean())
+        metrics[f"t2i_r{k}"] = float((t2i_rank < k).float().mean())
     metrics["mean_recall"] = sum(metrics.values()) / len(metrics)
     return metrics
 

@@ -3,12 +3,19 @@
     train(config, on_progress=None, stop_event=None) -> (checkpoint_dir, metrics)
 
 One optimizer step = ``grad_accum`` micro-batches of ``batch_size`` triplets per process, bf16 autocast
-on GPU over fp32 trainable weights, gradient clipping, AdamW with linear warmup + cosine decay. Under
-DDP the contrastive losses see every process's micro-batch (``contrastive_gather``, trainer.distributed).
-Checkpoints go to OUTPUT_DIR/last every ``save_every`` steps, at the end and on a stop; OUTPUT_DIR/best
-holds the best by ``best_metric`` on the validation set — a copy of last when there is no validation set, or
-when no evaluation has chosen one (a stop before the first evaluation). ``best_metric`` must be one of
-``TripletEvaluator.metric_names`` (checked before any work).
+on GPU over fp32 trainable weights (``backward`` outside the autocast block), gradient clipping, AdamW,
+then the learned temperature clamped on the parameter to [0, ln 100] (open_clip), then transformers'
+linear warmup + cosine decay to ``lr × min_lr_ratio``. Under DDP the contrastive losses see every
+process's micro-batch (``contrastive_gather``, trainer.distributed).
+
+The loss parts stay on the device, summed over the steps since the last log; they are read to the CPU
+once per ``log_every`` steps and logged as their mean (TensorBoard through accelerate's tracker, and
+OUTPUT_DIR/metrics.jsonl: one ``{"split": "train"|"val", "step": N, <metric>: value}`` object a line).
+Checkpoints go to OUTPUT_DIR/last every ``save_every`` steps, after each evaluation, at the end and on a
+stop; OUTPUT_DIR/best holds the best by ``best_metric`` on the validation set (evaluated on the main
+process) — a copy of last when there is no validation set, or when no evaluation has chosen one (a stop
+before the first evaluation). ``best_metric`` must be one of ``TripletEvaluator.metric_names`` (checked
+before any work).
 """
 
 from __future__ import annotations
@@ -17,10 +24,9 @@ import hashlib
 import json
 import logging
 import math
-import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +38,7 @@ from trainer.config import TrainConfig
 from trainer.data import TripletCollator, TripletDataset, epoch_batches
 from trainer.evaluate import TripletEvaluator
 from trainer.losses import FocalTripletLoss, Objective, parse_loss_spec
+from trainer.losses.contrastive import MAX_LOGIT_SCALE
 from trainer.model_setup import (
     TextFeatureCache,
     TrainingModule,
@@ -42,18 +49,25 @@ from trainer.model_setup import (
     trainable_names,
 )
 from trainer.records import TripletRecord, load_records
+from trainer.tracking import RunningLoss, Throughput, hparams, log_metrics
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict], None]
 
 
-def lr_factor(step: int, warmup: int, max_steps: int, min_ratio: float) -> float:
-    """Multiplier of the base learning rate at ``step``: linear warmup, then cosine down to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+@dataclass
+class LoopState:
+    """What the loop carries from step to step; saved in trainer_state.pt and read back on resume."""
+
+    step: int = 0
+    best: float | None = None  # the best validation ``best_metric`` so far
+    skipped_images: int = 0
+    stopped: bool = False
+
+    def improves(self, score: float | None) -> bool:
+        """Whether ``score`` (None: not evaluated at this step) beats the best so far."""
+        return score is not None and (self.best is None or score > self.best)
 
 
 def make_accelerator(config: TrainConfig):
@@ -62,7 +76,14 @@ def make_accelerator(config: TrainConfig):
     precision = config.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(mixed_precision=precision)
+    return Accelerator(mixed_precision=precision, log_with="tensorboard", project_dir=config.output_dir)
+
+
+def make_scheduler(optimizer, warmup: int, max_steps: int, min_lr_ratio: float):
+    """transformers' linear warmup (0 → lr over ``warmup`` steps) then cosine decay to ``lr × min_lr_ratio``."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, max_steps, min_lr_rate=min_lr_ratio)
 
 
 def micro_batches(dataset: TripletDataset, collator: TripletCollator, config: TrainConfig, accelerator,
@@ -91,81 +112,63 @@ def agreed_usable(accelerator, usable: list[bool]) -> list[bool]:
     return [int(v) == accelerator.num_processes for v in votes.tolist()]
 
 
-def train_step(module, objective: Objective, batches: Iterator, optimizer, scheduler, accelerator,
-               config: TrainConfig, text_cache: TextFeatureCache | None) -> dict[str, float]:
-    """One optimizer step over ``grad_accum`` micro-batches → averaged loss parts (and grad norm)."""
-    totals: dict[str, float] = defaultdict(float)
+def forward_backward(module, objective: Objective, micro_batches: list, accelerator, config: TrainConfig,
+                     text_cache: TextFeatureCache | None) -> tuple[dict[str, torch.Tensor], int]:
+    """Gradients of ``grad_accum`` micro-batches (None: every image unreadable) → (loss parts averaged
+    over them, on the device; images skipped)."""
     model = accelerator.unwrap_model(module).model
-    micro_batches = [next(batches) for _ in range(config.grad_accum)]  # None: every image was unreadable
     usable = agreed_usable(accelerator, [batch is not None for batch in micro_batches])
     last = max((i for i, ok in enumerate(usable) if ok), default=-1)  # gradients sync on this one
+    totals: dict[str, torch.Tensor] = {}
+    skipped_images, skipped_micro = 0, 0
     for micro, batch in enumerate(micro_batches):
-        totals["skipped_images"] += config.batch_size if batch is None else batch.skipped
+        skipped_images += config.batch_size if batch is None else batch.skipped
         if not usable[micro]:
-            totals["skipped_micro_batches"] += 1
+            skipped_micro += 1
             continue
         batch = batch.to(accelerator.device)
         hidden = text_cache(model, batch.texts, batch.input_ids, batch.attention_mask) if text_cache else None
-        sync = accelerator.no_sync(module) if micro < last else nullcontext()
-        with sync, accelerator.autocast():
-            image_emb, text_emb, logit_scale, logit_bias = module(
-                batch.pixel_values, batch.image_grid_thw, batch.input_ids, batch.attention_mask, hidden)
-            parts = objective(image_emb, text_emb, batch, logit_scale, logit_bias)
+        with accelerator.no_sync(module) if micro < last else nullcontext():
+            with accelerator.autocast():
+                image_emb, text_emb, logit_scale, logit_bias = module(
+                    batch.pixel_values, batch.image_grid_thw, batch.input_ids, batch.attention_mask, hidden)
+                parts = objective(image_emb, text_emb, batch, logit_scale, logit_bias)
             accelerator.backward(parts["loss"] / config.grad_accum)
         for name, value in parts.items():
-            totals[name] += float(value.detach()) / config.grad_accum
-    totals["grad_norm"] = float(accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm))
+            totals[name] = totals.get(name, 0) + value.detach().float() / config.grad_accum
+    totals["skipped_micro_batches"] = torch.tensor(float(skipped_micro), device=accelerator.device)
+    return totals, skipped_images
+
+
+def optimizer_step(module, model, optimizer, scheduler, accelerator, max_grad_norm: float) -> torch.Tensor:
+    """Clip, step, clamp the temperature, advance the schedule → the gradient norm before clipping."""
+    grad_norm = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
     optimizer.step()
+    clamp_temperature(model)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return dict(totals)
+    return grad_norm
 
 
-class RunLog:
-    """TensorBoard + metrics.jsonl + tqdm, on the main process only."""
-
-    def __init__(self, out: Path, enabled: bool, start: int, total: int):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm.auto import tqdm
-
-        out.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(out / "tensorboard"))
-        self.jsonl = (out / "metrics.jsonl").open("a", encoding="utf-8")
-        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
-
-    def log(self, split: str, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        for name, value in values.items():
-            self.writer.add_scalar(f"{split}/{name}", value, step)
-        self.jsonl.write(json.dumps({"split": split, "step": step, **values}) + "\n")
-        self.jsonl.flush()
-        if split == "train":
-            self.bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}")
-
-    def advance(self) -> None:
-        if self.enabled:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.bar.close()
-            self.writer.close()
-            self.jsonl.close()
+@torch.no_grad()
+def clamp_temperature(model) -> None:
+    """open_clip: ``logit_scale`` clamped in place after the step, never inside the loss (where the clamp
+    would zero its gradient and a temperature that reached the cap could never come down again)."""
+    model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
 
 
 def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event=None) -> tuple[Path, dict]:
     """Train as ``config`` says; return (the best checkpoint directory, the final metrics).
 
-    ``on_progress`` gets a dict after every step ({"step", "max_steps", "loss", "lr", <loss parts>}, and
-    "val/<metric>" after an evaluation). Setting ``stop_event`` (threading or multiprocessing Event)
+    ``on_progress`` gets a dict after every step: {"step", "max_steps", "lr", "epoch"}, plus the loss
+    parts ("loss", "<name>_loss", "grad_norm", ...: means since the last log) on a log step, and
+    "val/<metric>" after an evaluation. Setting ``stop_event`` (threading or multiprocessing Event)
     stops after the current step with a checkpoint; earlier checkpoints are never half-overwritten.
     The returned ``best`` always exists: when no evaluation chose one, it is a copy of ``last``.
+    The returned metrics hold the latest value of each.
     """
     from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
 
     _check_config(config)
     accelerator = make_accelerator(config)
@@ -179,45 +182,55 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
     collator = TripletCollator(processor, with_negatives=objective.uses_negatives)
     text_cache = _prepare_model(model, config, objective)
     steps_per_epoch, max_steps, warmup = _step_counts(config, len(dataset), accelerator.num_processes)
-    optimizer, scheduler = _optimizer(model, config, warmup, max_steps)
+    optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
+    scheduler = make_scheduler(optimizer, warmup, max_steps, config.min_lr_ratio)
     module, optimizer = accelerator.prepare(TrainingModule(model), optimizer)
     model.train()
     state = _resume(resume_from, model, optimizer, scheduler)
     _log_setup(len(records), max_steps, steps_per_epoch, model, text_cache, objective, accelerator.num_processes)
+    accelerator.init_trackers("tensorboard", config=hparams(config))
 
-    run_log = RunLog(out, accelerator.is_main_process, state["step"], max_steps)
-    batches = micro_batches(dataset, collator, config, accelerator, state["step"] * config.grad_accum)
+    batches = micro_batches(dataset, collator, config, accelerator, state.step * config.grad_accum)
     eval_every = config.eval_every or steps_per_epoch
-    throughput = Throughput(config.batch_size * config.grad_accum * accelerator.num_processes)
+    running, throughput = RunningLoss(), Throughput(config.batch_size * config.grad_accum * accelerator.num_processes)
+    bar = tqdm(total=max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not accelerator.is_main_process)
     metrics: dict[str, float] = {}
-    stopped = False
-    while state["step"] < max_steps and not stopped:
+    while state.step < max_steps and not state.stopped:
         lr = scheduler.get_last_lr()[0]
-        parts = train_step(module, objective, batches, optimizer, scheduler, accelerator, config, text_cache)
-        state["step"] += 1
-        step = state["step"]
-        state["skipped_images"] += int(parts.pop("skipped_images"))
+        parts, skipped = forward_backward(module, objective, [next(batches) for _ in range(config.grad_accum)],
+                                          accelerator, config, text_cache)
+        parts["grad_norm"] = optimizer_step(module, model, optimizer, scheduler, accelerator, config.max_grad_norm)
+        running.add(parts)
         throughput.step()
-        metrics = {"step": step, "max_steps": max_steps, "lr": lr, "epoch": step / steps_per_epoch, **parts}
+        state.step += 1
+        state.skipped_images += skipped
+        step = state.step
+        row = {"step": step, "max_steps": max_steps, "lr": lr, "epoch": step / steps_per_epoch}
         if step % config.log_every == 0 or step == max_steps:
-            metrics["triplets_per_s"] = throughput.rate()
-            run_log.log("train", step, metrics)
-        run_log.advance()
+            row.update(running.read(), triplets_per_s=throughput.rate())
+            log_metrics(accelerator, out, "train", step, row)
+            bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
+        bar.update(1)
         evaluate_now = evaluator is not None and (step % eval_every == 0 or step == max_steps)
         if evaluate_now:
-            metrics.update(_evaluate(evaluator, model, processor, config, accelerator, run_log, step))
+            row.update(_evaluate(evaluator, model, processor, config, accelerator, out, step))
+        metrics.update(row)
         if on_progress is not None and accelerator.is_main_process:
-            on_progress(dict(metrics))
+            on_progress(dict(row))
         # a stop asked for during this step (or by on_progress) ends the run here, with a checkpoint
-        stopped = stop_event is not None and stop_event.is_set() and step < max_steps
-        if evaluate_now or step % config.save_every == 0 or step == max_steps or stopped:
-            _checkpoint(out, model, processor, optimizer, scheduler, state, config, metrics, accelerator,
-                        validated=evaluator is not None, score=metrics.get(f"val/{config.best_metric}"))
-    run_log.close()
+        state.stopped = stop_event is not None and stop_event.is_set() and step < max_steps
+        if evaluate_now or step % config.save_every == 0 or step == max_steps or state.stopped:
+            score = row.get(f"val/{config.best_metric}")
+            new_best = evaluator is None or state.improves(score)
+            if evaluator is not None and new_best:
+                state.best = score
+            _save(out, model, processor, optimizer, scheduler, state, config, metrics, accelerator, new_best)
+    bar.close()
     _ensure_best(out, accelerator)
-    metrics.update(skipped_images=state["skipped_images"], stopped=stopped)
-    if state["skipped_images"]:
-        logger.warning("%d training images could not be read and were skipped", state["skipped_images"])
+    metrics.update(skipped_images=state.skipped_images, stopped=state.stopped)
+    if state.skipped_images:
+        logger.warning("%d training images could not be read and were skipped", state.skipped_images)
     if accelerator.num_processes > 1:
         metrics["replicas_identical"] = _check_replicas(model, accelerator, out)
     accelerator.wait_for_everyone()
@@ -277,20 +290,10 @@ def _step_counts(config: TrainConfig, n_records: int, num_processes: int) -> tup
     return steps_per_epoch, max_steps, max(0, warmup)
 
 
-def _optimizer(model, config: TrainConfig, warmup: int, max_steps: int):
-    """AdamW over the parameter groups, and its warmup + cosine schedule → (optimizer, scheduler)."""
-    optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, warmup=warmup, max_steps=max_steps, min_ratio=config.min_lr_ratio))
-    return optimizer, scheduler
-
-
-def _resume(resume_from: Path | None, model, optimizer, scheduler) -> dict:
-    """The loop's state ({"step", "best", "skipped_images"}); when resuming, read back with the optimizer,
-    scheduler and RNG states from ``resume_from``."""
-    state = {"step": 0, "best": None, "skipped_images": 0}
+def _resume(resume_from: Path | None, model, optimizer, scheduler) -> LoopState:
+    """A fresh state; when resuming, the saved one, with the optimizer, scheduler and RNG states."""
     if resume_from is None:
-        return state
+        return LoopState()
     saved = load_trainer_state(resume_from)
     if saved["trainable"] != trainable_names(model):
         raise ValueError(f"{resume_from}: the trainable parameters differ from this config's; "
@@ -298,8 +301,8 @@ def _resume(resume_from: Path | None, model, optimizer, scheduler) -> dict:
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     set_rng_state(saved["rng"])
-    state.update(step=saved["step"], best=saved["best"], skipped_images=saved["skipped_images"])
-    logger.info("resumed from %s at step %d", resume_from, state["step"])
+    state = LoopState(step=saved["step"], best=saved["best"], skipped_images=saved["skipped_images"])
+    logger.info("resumed from %s at step %d", resume_from, state.step)
     return state
 
 
@@ -312,25 +315,8 @@ def _log_setup(n_records: int, max_steps: int, steps_per_epoch: int, model, text
         logger.info("contrastive losses over the global batch of %d processes", num_processes)
 
 
-class Throughput:
-    """Triplets per second over the steps since the last :meth:`rate`."""
-
-    def __init__(self, triplets_per_step: int):
-        self.triplets_per_step = triplets_per_step
-        self.start, self.steps = time.perf_counter(), 0
-
-    def step(self) -> None:
-        self.steps += 1
-
-    def rate(self) -> float:
-        elapsed = time.perf_counter() - self.start
-        rate = self.steps * self.triplets_per_step / max(elapsed, 1e-9)
-        self.start, self.steps = time.perf_counter(), 0
-        return rate
-
-
 # -- during and after the loop ----------------------------------------------------------------------------
-def _evaluate(evaluator: TripletEvaluator, model, processor, config: TrainConfig, accelerator, run_log: RunLog,
+def _evaluate(evaluator: TripletEvaluator, model, processor, config: TrainConfig, accelerator, out: Path,
               step: int) -> dict[str, float]:
     """Validation on the main process (the others wait) → {"val/<metric>": value}."""
     values: dict[str, float] = {}
@@ -338,27 +324,23 @@ def _evaluate(evaluator: TripletEvaluator, model, processor, config: TrainConfig
         with accelerator.autocast():
             values = evaluator(model, processor, config.eval_batch_size)
         model.train()
-        run_log.log("val", step, values)
+        log_metrics(accelerator, out, "val", step, values)
         logger.info("step %d validation: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     accelerator.wait_for_everyone()
     return {f"val/{name}": value for name, value in values.items()}
 
 
-def _checkpoint(out: Path, model, processor, optimizer, scheduler, state: dict, config: TrainConfig,
-                metrics: dict, accelerator, validated: bool, score: float | None) -> None:
-    """Write OUTPUT_DIR/last; copy it to OUTPUT_DIR/best when ``score`` (this step's validation metric, None
-    if not evaluated now) beats the best so far — or always, when there is no validation set."""
+def _save(out: Path, model, processor, optimizer, scheduler, state: LoopState, config: TrainConfig,
+          metrics: dict, accelerator, copy_to_best: bool) -> None:
+    """Write OUTPUT_DIR/last (on the main process); copy it to OUTPUT_DIR/best when ``copy_to_best``."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        improved = not validated or (score is not None and (state["best"] is None or score > state["best"]))
-        if validated and improved:
-            state["best"] = score
-        trainer_state = {"step": state["step"], "best": state["best"], "skipped_images": state["skipped_images"],
+        trainer_state = {"step": state.step, "best": state.best, "skipped_images": state.skipped_images,
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "rng": rng_state(), "trainable": trainable_names(model)}
         last = save_training_checkpoint(out / "last", model, processor, trainer_state, config.to_dict(), metrics,
                                         save_backbone=config.train_backbone == "full")
-        if improved:
+        if copy_to_best:
             copy_checkpoint(last, out / "best")
     accelerator.wait_for_everyone()
 

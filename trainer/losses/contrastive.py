@@ -6,19 +6,12 @@ the collator, so an identical caption shared by two images is one column positiv
 false negative of itself. Columns without any positive (negative captions of the batch) only act
 as extra negatives for the image→text direction.
 
-Under DDP (``TrainConfig.contrastive_gather``) the inputs are the global batch of R processes
-(``trainer.distributed.gather_contrastive``): process r's rows X_r (n_r, d), columns Y_r (m_r, d) and
-mask P_r are concatenated in rank order, then deduplicated by key — k(image) = hash of its path,
-k(caption) = hash of its text — keeping the first copy of each key::
+Under DDP (``TrainConfig.contrastive_gather``) the inputs are the global batch of all processes,
+deduplicated by image path and caption text; ``trainer.distributed`` derives why the gradient then
+equals one process's on the whole batch.
 
-    rows  = distinct k over X_0..X_{R-1}      columns = distinct k over Y_0..Y_{R-1}
-    P[a, b] = ∨ { P_r[i, j] : k(X_r[i]) = a, k(Y_r[j]) = b, r = 0..R-1 }
-
-so a caption text held by two processes is one column, positive for the images of both (never a
-false negative), and an image held by two processes is one row with the positives of both. This is
-exactly the batch one process would build from all R micro-batches. Every process computes the same
-L; the gather's backward sums the R gradients into each process's own rows, so DDP's mean over
-processes gives the gradient of L on one process (nothing is scaled by R).
+The temperature ``t = logit_scale`` is used as given: the training loop clamps the parameter to
+[0, ln 100] after each optimizer step (open_clip), so its gradient is never cut off here.
 """
 
 from __future__ import annotations
@@ -29,7 +22,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812  (the PyTorch convention)
 from torch import nn
 
-MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 1/100
+MAX_LOGIT_SCALE = math.log(100.0)  # the loop clamps the learned temperature at 1/100 (CLIP)
 
 
 def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
@@ -43,7 +36,7 @@ def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.T
 class InfoNCELoss(nn.Module):
     """Symmetric InfoNCE (CLIP) with a learnable temperature, multi-positive::
 
-        s_ij   = exp(t) · <x_i, y_j>                    t = model.logit_scale, clamped to ln 100
+        s_ij   = exp(t) · <x_i, y_j>                    t = model.logit_scale
         L_i→t  = mean_i −log(Σ_{j∈P(i)} e^{s_ij} / Σ_j e^{s_ij})
         L_t→i  = mean_j −log(Σ_{i∈P(j)} e^{s_ij} / Σ_i e^{s_ij})    (only captions that are someone's positive)
         L      = (L_i→t + L_t→i) / 2
@@ -55,7 +48,7 @@ class InfoNCELoss(nn.Module):
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, positive: torch.Tensor,
                 logit_scale: torch.Tensor) -> dict[str, torch.Tensor]:
-        scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        scale = logit_scale.exp()
         logits = scale * image_emb.float() @ text_emb.float().T  # (n, m)
         return {
             "infonce_i2t_loss": 0.5 * _multi_positive_nce(logits, positive),
@@ -76,7 +69,7 @@ class SigLIPLoss(nn.Module):
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, positive: torch.Tensor,
                 logit_scale: torch.Tensor, logit_bias: torch.Tensor) -> dict[str, torch.Tensor]:
-        scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        scale = logit_scale.exp()
         logits = scale * image_emb.float() @ text_emb.float().T + logit_bias
         signs = positive.float() * 2.0 - 1.0
         loss = -F.logsigmoid(signs * logits).sum() / image_emb.shape[0]

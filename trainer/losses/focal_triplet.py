@@ -19,9 +19,9 @@ class FocalTripletLoss(nn.Module):
         b       = max(d(a, p) − d(a, n) + m, 0)
         L       = mean(b · (1 + b)^γ)            m = 0.5, γ = 2
 
-    The anchor is the image, the positive its caption. Negatives come in named groups, each with
-    its own weight (original: 0.5 × a random other image's caption, 2.0 × the hard (LLM-edited)
-    negative ``negs[0]``, 0.5 × the other negatives ``negs[1:]``).
+    The anchor is the image, the positive its caption. Negatives come in the named groups of
+    ``trainer.negatives`` ("random", "hard", "other"), each with its own weight
+    (default :data:`DEFAULT_TERM_WEIGHTS`, the original's).
 
     Inputs of :meth:`forward`: ``anchor`` (B, d), ``positive`` (B, d), and ``negatives`` =
     {group: (negative (k, d), owner (k,) row of the anchor each negative belongs to)}.
