@@ -384,6 +384,9 @@ def guarded(run: Run, name: str, section, budget: float, end: float) -> None:
         free_memory()
 
 
+SECTIONS = ("rank", "per_pair", "generate", "train")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, default=REFERENCE_3B,
@@ -392,6 +395,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for device_check.md (default $OUT)")
     parser.add_argument("--budget", type=float, default=420.0, help="seconds for the whole run")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="run only these sections (a rerun of one that failed)")
     return parser.parse_args(argv)
 
 
@@ -424,13 +429,15 @@ def main(argv: list[str] | None = None) -> None:
         before_train = end - 0.45 * args.budget  # the training figures keep at least 45 % of the time
         guarded(run, "matmul", section_matmul, 20, before_train)
         guarded(run, "build", build_inference_model, 90, before_train)
+        inference = {"rank": section_rank, "per_pair": section_per_pair, "generate": section_generate}
         if run.model is not None:
-            guarded(run, "rank", section_rank, 60, before_train)
-            guarded(run, "per_pair", section_per_pair, 60, before_train)
-            guarded(run, "generate", section_generate, 60, before_train)
+            for name, section in inference.items():
+                if name in args.sections:
+                    guarded(run, name, section, 60, before_train)
         run.model = run.processor = None
         free_memory()
-        guarded(run, "train", section_train, args.budget, end)
+        if "train" in args.sections:
+            guarded(run, "train", section_train, args.budget, end)
     report.add("total_wall_s", time.perf_counter() - start, "the whole run")
     report.write()
     report.summary()

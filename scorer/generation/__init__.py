@@ -19,7 +19,6 @@ from scorer.generation.base import (
 )
 from scorer.generation.local import LocalQwenGenerator
 from scorer.generation.negatives import check_edit, generate_hard_negatives, validate_proposals
-from scorer.generation.openai_compat import OpenAICompatibleGenerator
 from scorer.generation.prompts import LANGUAGES, STYLES, caption_prompt, hard_negative_prompt
 from scorer.generation.rules import EDIT_KINDS, HardNegative, find_sites, rule_negatives
 
@@ -29,3 +28,12 @@ __all__ = [
     "ProgressCallback", "caption_prompt", "check_edit", "find_sites", "generate_hard_negatives",
     "hard_negative_prompt", "rule_negatives", "validate_proposals",
 ]
+
+
+def __getattr__(name: str):
+    # The ``openai`` client is needed only for an endpoint: a local generator works without it installed.
+    if name == "OpenAICompatibleGenerator":
+        from scorer.generation.openai_compat import OpenAICompatibleGenerator
+
+        return OpenAICompatibleGenerator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
