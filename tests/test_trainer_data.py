@@ -75,7 +75,7 @@ def test_three_sources_give_the_same_records(image_root, tmp_path):
     assert from_file == from_store == from_list
     assert from_file[0].hard == "a blue square" and from_file[0].other_negatives == ()
     seed = load_records([seed_record("imgs/1.png", negs=["hard", "short", "o1", "o2"])], image_root)[0]
-    assert (seed.hard, seed.short, seed.others, seed.other_negatives) == ("hard", "short", ("o1", "o2"),
+    assert (seed.hard, seed.short, seed.long_others, seed.other_negatives) == ("hard", "short", ("o1", "o2"),
                                                                            ("short", "o1", "o2"))
 
 

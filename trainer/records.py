@@ -48,9 +48,9 @@ class TripletRecord:
     """One image with its positive caption and its negatives, by role.
 
     ``hard``: the LLM-edited negative (seed ``negs[0]``, README ``negative``); ``short``: the short
-    original caption (seed ``negs[1]``); ``others``: other, worse captions of the same image
-    (seed ``negs[2:]``). The original project's "others" (``negs[1:]``, named so in
-    :class:`common.formats.SeedTriplet`) are :attr:`other_negatives`. ``index`` is the record's
+    original caption (seed ``negs[1]``); ``long_others``: the other, worse long captions of the same
+    image (seed ``negs[2:]``). The original project's "others" (``negs[1:]``, named so in
+    :class:`common.formats.SeedTriplet` too) are :attr:`other_negatives`. ``index`` is the record's
     position in its source, for error messages.
     """
 
@@ -58,13 +58,13 @@ class TripletRecord:
     positive: str
     hard: str | None = None
     short: str | None = None
-    others: tuple[str, ...] = ()
+    long_others: tuple[str, ...] = ()
     index: int = 0
 
     @property
     def other_negatives(self) -> tuple[str, ...]:
         """The original project's "other negatives": ``negs[1:]``."""
-        return ((self.short,) if self.short else ()) + self.others
+        return ((self.short,) if self.short else ()) + self.long_others
 
     @property
     def negatives(self) -> tuple[str, ...]:
@@ -144,7 +144,7 @@ def read_raw_records(source: str | os.PathLike[str] | TripletSource | list[dict]
 
 
 def to_record(parsed: SeedTriplet | ReadmeTriplet, index: int) -> TripletRecord:
-    """The trainer's view of a parsed record: seed ``negs[0]`` is hard, ``negs[1]`` short, the rest others."""
+    """The trainer's view of a parsed record: seed ``negs[0]`` is hard, ``negs[1]`` short, the rest long_others."""
     if isinstance(parsed, SeedTriplet):
         others = parsed.others
         return TripletRecord(parsed.image, parsed.pos, parsed.hard, others[0] if others else None,
