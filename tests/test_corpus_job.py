@@ -129,3 +129,28 @@ def test_accelerate_two_cpu_processes_write_what_one_writes(tiny_checkpoint_sess
     assert left.column("best").equals(right.column("best"))
     np.testing.assert_allclose(left.column("best_score").to_numpy(), right.column("best_score").to_numpy(), atol=1e-5)
     assert (tmp_path / "two" / "_done.json").is_file()
+
+
+def test_rank_shards_import_into_the_curation_store_as_scores(tiny_scorer, tmp_path):
+    from curation.importers import ImportOptions, import_file
+    from curation.models import add_model_version
+    from curation.queue import queue_model
+    from curation.scores import import_scores
+    from curation.store import open_store
+
+    path, records = _corpus(tmp_path, n=6)
+    lines = [{"image": r["image"], "caption": c, "source": "model:test"} for r in records[:5] for c in r["captions"]]
+    (tmp_path / "store.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    conn = open_store(tmp_path / "store.db")
+    import_file(conn, "jsonl", tmp_path / "store.jsonl", ImportOptions(image_root=DEMO))
+    run_job(_job(path, tmp_path / "ranked"), tiny_scorer)
+    version = add_model_version(conn, "corpus-job")
+    report = import_scores(conn, tmp_path / "ranked", version)
+    assert (report.rows, report.scores) == (6, 15)
+    assert report.skipped == [f"shard-00001.parquet record 5: image {records[5]['image']!r} is not in the store"]
+    stored = dict(conn.execute("SELECT c.text || '@' || i.path, s.score FROM scores s JOIN captions c ON c.id ="
+                               " s.caption_id JOIN images i ON i.id = s.image_id").fetchall())
+    for row in _shards(tmp_path / "ranked").to_pylist()[:5]:
+        for caption in row["captions"]:
+            assert stored[f"{caption['text']}@{row['image']}"] == pytest.approx(caption["score"])
+    assert queue_model(conn) == version  # the imported margins now order the queue
