@@ -41,22 +41,21 @@ def test_an_incrementally_extended_flat_index_equals_a_rebuilt_one_and_the_exact
     assert [[h.id for h in q] for q in grown_hits] == _exact(queries, vectors, ids, 10)
 
 
-def test_past_the_exact_size_the_index_becomes_hnsw_grown_or_rebuilt_with_the_same_results():
+def test_past_the_exact_size_an_ivf_index_grown_in_steps_equals_one_built_at_once():
     vectors, queries = _unit(3000), _unit(50, seed=1)
-    ids = np.arange(3000, dtype=np.int64)
-    config = IndexConfig(exact_up_to=1000)
-    grown, rebuilt = _built(ids, vectors, config, 6), _built(ids, vectors, config, 1)
-    assert grown.kind == rebuilt.kind == "hnsw"
-    truth = _exact(queries, vectors, ids, 10)
-    for index in (grown, rebuilt):
-        found = [[h.id for h in q] for q in index.search(queries, 10)]
-        recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
-        assert recall >= 0.95
-        assert [f[0] for f in found] == [t[0] for t in truth]
+    ids = np.arange(3000, dtype=np.int64) + 100
+    config = IndexConfig(exact_up_to=1000, nlist=16, nprobe=4)
+    grown, rebuilt = _built(ids, vectors, config, 7), _built(ids, vectors, config, 1)
+    assert grown.kind == rebuilt.kind == "ivf" and len(grown) == 3000
+    grown_hits, rebuilt_hits = grown.search(queries, 10), rebuilt.search(queries, 10)
+    assert [[(h.id, h.score) for h in q] for q in grown_hits] == [[(h.id, h.score) for h in q] for q in rebuilt_hits]
+    every_list = _built(ids, vectors, IndexConfig(exact_up_to=1000, nlist=16, nprobe=16), 5)
+    found = [[h.id for h in q] for q in every_list.search(queries, 10)]
+    assert found == _exact(queries, vectors, ids, 10)  # probing every list is exact search
 
 
-@pytest.mark.parametrize("config", [IndexConfig(), IndexConfig(exact_up_to=500, brute_force_up_to=50)],
-                         ids=["flat", "hnsw"])
+@pytest.mark.parametrize("config", [IndexConfig(), IndexConfig(exact_up_to=500, nlist=8, nprobe=2,
+                                                               brute_force_up_to=50)], ids=["flat", "ivf"])
 def test_search_returns_only_allowed_ids_best_first(config):
     vectors, queries = _unit(2000), _unit(5, seed=2)
     ids = np.arange(2000, dtype=np.int64)
