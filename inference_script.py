@@ -194,8 +194,8 @@ def run_corpus(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:  # CorpusInputError names the file, record and field
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT  # a launcher stops the other processes when one exits non-zero
-    logging.info("process %d/%d wrote %d shards (%d records), %d already done", state.process_index,
-                 state.num_processes, report.shards_written, report.records, report.shards_skipped)
+    logging.info("process %d/%d wrote %d shards (%d records) in %.2f s, %d already done", state.process_index,
+                 state.num_processes, report.shards_written, report.records, report.seconds, report.shards_skipped)
     state.wait_for_everyone()
     if state.is_main_process:
         done = finish(job, report)

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ class JobReport:
     shards_skipped: int = 0  # finished by an earlier run
     records: int = 0
     total_shards: int | None = None  # known once the input was read to its end
+    seconds: float = 0.0  # time in run_job (model loading excluded)
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -222,6 +224,7 @@ def run_job(job: CorpusJob, scorer, rank: int = 0, world: int = 1) -> JobReport:
     """Process this rank's unfinished shards; see the module docstring."""
     from tqdm.auto import tqdm
 
+    start = time.perf_counter()
     job.output_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(job, scorer.model_version)
     make = _rank_table if job.task == "rank" else _embed_table
@@ -240,6 +243,7 @@ def run_job(job: CorpusJob, scorer, rank: int = 0, world: int = 1) -> JobReport:
             report.shards_written += 1
             report.records += len(records)
             bar.update()
+    report.seconds = time.perf_counter() - start
     logger.info("process %d/%d: %s", rank, world, report)
     return report
 
