@@ -113,6 +113,23 @@ def bench_index(n: int, dim: int, queries: int, encoder) -> dict:
     return result
 
 
+def split_lines(path: Path, lines: int) -> list[Path]:
+    """Cut a JSON Lines file into parts of ``lines`` lines (20 captions per image: images stay whole)."""
+    parts, out = [], None
+    with open(path, encoding="utf-8") as source:
+        for number, line in enumerate(source):
+            if number % lines == 0:
+                if out:
+                    out.close()
+                parts.append(path.with_name(f"part_{len(parts):03d}.jsonl"))
+                out = open(parts[-1], "w", encoding="utf-8")
+            out.write(line)
+    if out:
+        out.close()
+    path.unlink()
+    return parts
+
+
 def bench_store(images: int, store_dir: Path, queries: int) -> dict:
     from bench_store import bench_queue, write_inputs
 
@@ -129,7 +146,9 @@ def bench_store(images: int, store_dir: Path, queries: int) -> dict:
         jsonl, seed = write_inputs(store_dir, images, 20, 0)
         seed.unlink()
         conn = open_store(store_dir / "building.db")
-        import_file(conn, "jsonl", jsonl, ImportOptions(image_root=store_dir))
+        for part in split_lines(jsonl, 2_000_000):  # the importers refuse files over 10M rows
+            import_file(conn, "jsonl", part, ImportOptions(image_root=store_dir))
+            part.unlink()
         conn.close()
         (store_dir / "building.db").rename(db)
         build = time.perf_counter() - start
