@@ -13,7 +13,8 @@ or caption ids: the scorer knows no SQLite, so filters come in as id sets) in a 
 Because the IVF is trained on the first ``exact_up_to`` vectors whatever the batches, an index grown
 by many ``add`` calls equals one built by a single call with the same vectors in the same order.
 
-Filters: ``allowed`` ids go to FAISS as ``SearchParameters(sel=IDSelectorBatch)``, so only allowed
+Filters: ``allowed`` ids go to FAISS as ``SearchParameters(sel=IDSelectorBitmap)`` (a hash set,
+``IDSelectorBatch``, for ids ≥ 2^28), so only allowed
 vectors are scored (exactly, on the flat index). On the IVF a narrow filter may leave the probed lists
 without enough allowed vectors, so when the allowed set is small (≤ ``brute_force_up_to`` ids) or the
 IVF returns fewer than ``k`` hits, the allowed vectors are scored exactly instead.
@@ -38,7 +39,7 @@ class IndexConfig:
     exact_up_to: int = 20_000  # flat (exact) index up to this many vectors, IVF beyond (trained on these)
     nlist: int = 512  # IVF lists; FAISS wants ≥ 39 training vectors per list
     nprobe: int = 16  # lists searched per query
-    brute_force_up_to: int = 20_000  # an allowed set this small is scored exactly, index or not
+    brute_force_up_to: int = 2_000  # on the IVF an allowed set this small is scored exactly (≈ 4 ms)
 
     def __post_init__(self) -> None:
         if self.exact_up_to < self.nlist or not 1 <= self.nprobe <= self.nlist:
@@ -112,7 +113,7 @@ class SearchIndex:
             return [[] for _ in queries]
         params = None
         if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)
+            selector, _keep = _selector(allowed)  # _keep: the bitmap must outlive the search
             params = (faiss.SearchParametersIVF(sel=selector, nprobe=self.config.nprobe)
                       if self.kind == "ivf" else faiss.SearchParameters(sel=selector))
         scores, ids = _search_few_threads(self.index, queries, k, params)
@@ -132,6 +133,18 @@ class SearchIndex:
 
 
 _OMP_LOCK = threading.Lock()
+MAX_BITMAP_ID = 1 << 28  # ids below this use a bitmap selector (≤ 32 MB), others an IDSelectorBatch
+
+
+def _selector(allowed: np.ndarray):
+    """A FAISS id selector: a bitmap (built in 0.06 ms for 50k ids) where the ids allow, else a hash set
+    (IDSelectorBatch: 6 ms to build for 50k ids)."""
+    if allowed.min() >= 0 and allowed.max() < MAX_BITMAP_ID:
+        bits = np.zeros(int(allowed.max()) + 1, dtype=bool)
+        bits[allowed] = True
+        packed = np.packbits(bits, bitorder="little")  # FAISS reads bit i at byte i >> 3, bit i & 7
+        return faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed)), packed  # its n counts bytes
+    return faiss.IDSelectorBatch(allowed), None
 
 
 def _search_few_threads(index, queries: np.ndarray, k: int, params):
