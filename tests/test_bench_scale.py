@@ -19,9 +19,11 @@ def test_index_benchmark_checks_filters_and_recall_on_both_index_kinds(capsys):
     assert all(result["p50_ms"] > 0 and result["build_s"] > 0 for result in (small, large))
 
 
-def test_the_store_input_is_cut_into_parts_that_keep_every_line(tmp_path):
-    source = tmp_path / "captions.jsonl"
-    source.write_text("".join(f'{{"n": {n}}}\n' for n in range(45)))
-    parts = bench_scale.split_lines(source, 20)
-    assert [p.name for p in parts] == ["part_000.jsonl", "part_001.jsonl", "part_002.jsonl"]
-    assert "".join(p.read_text() for p in parts) == "".join(f'{{"n": {n}}}\n' for n in range(45))
+def test_the_bulk_built_store_serves_the_queue(tmp_path):
+    from curation.queue import next_image
+    from curation.store import open_store
+
+    bench_scale.bulk_build(tmp_path / "s.db", 30, 4)
+    conn = open_store(tmp_path / "s.db")
+    assert tuple(conn.execute("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM captions").fetchone()) == (120, 30)
+    assert next_image(conn, "ann") == 1
