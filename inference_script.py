@@ -7,6 +7,10 @@ Modes (flags kept from the original Remote_Scorer project, plus ranking):
       pairs.json: [{"image_path": ..., "text": ...}, ...] → the same records + "similarity_score"
   python inference_script.py --checkpoint DIR --rank --json_input items.json [--json_output out.json]
       items.json: [{"image": ..., "captions": [...]}, ...] → each image's captions sorted by score + "best"
+  python inference_script.py --checkpoint DIR --rank --input corpus.jsonl|.parquet --output_dir shards/
+  python inference_script.py --checkpoint DIR --embed image|text --input corpus.jsonl --output_dir emb/
+      corpus jobs (scorer/corpus.py): the input is streamed, results go to shards/shard-00000.parquet ...,
+      a killed job run again resumes after the last finished shard; memory stays flat
 
 ``similarity_score`` is the cosine similarity in [-1, 1]. The original project reported (cos + 1) / 2
 in [0, 1]; convert with ``(score + 1) / 2`` to compare with its numbers.
@@ -47,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json_input", help="JSON file of records (pairs, or with --rank images with captions)")
     parser.add_argument("--json_output", help="write results here (default: print them)")
     parser.add_argument("--rank", action="store_true", help="rank each image's captions ({image, captions})")
+    parser.add_argument("--input", help="corpus job: JSONL or Parquet input, streamed (with --rank or --embed)")
+    parser.add_argument("--output_dir", help="corpus job: folder of the Parquet shards (resumes what is there)")
+    parser.add_argument("--embed", choices=["image", "text"], help="corpus job: embed each record's image or caption")
+    parser.add_argument("--shard_size", type=int, default=1000, help="corpus job: records per output shard")
+    parser.add_argument("--max_shards", type=int, help="corpus job: stop after this many new shards (resume later)")
     parser.add_argument("--image_root", help="resolve image paths inside this directory (and never outside it)")
     parser.add_argument("--batch_size", type=int, default=16, help="images or captions per forward pass")
     parser.add_argument("--cache_dir", help="on-disk embedding cache shared between runs")
@@ -55,10 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     single = args.image_path is not None or args.text is not None
     if single and (args.image_path is None or args.text is None):
         parser.error("--image_path and --text go together")
+    if args.input is not None:
+        if single or args.json_input or not args.output_dir or args.rank == (args.embed is not None):
+            parser.error("a corpus job is --input with --output_dir and one of --rank / --embed")
+        return args
     if single == (args.json_input is not None):
-        parser.error("give either --image_path with --text, or --json_input")
-    if args.rank and not args.json_input:
-        parser.error("--rank needs --json_input")
+        parser.error("give either --image_path with --text, --json_input, or --input (corpus job)")
+    if (args.rank and not args.json_input) or args.embed:
+        parser.error("--rank needs --json_input or --input; --embed needs --input")
     return args
 
 
@@ -162,9 +175,39 @@ def score_my_share(args: argparse.Namespace, accelerator, mine: list[dict]) -> t
     return list(zip([r["_index"] for r in mine], results)), None
 
 
+CORPUS_MEMORY_ITEMS = 10_000  # embeddings a corpus job keeps in memory: a constant, so memory stays flat
+
+
+def run_corpus(args: argparse.Namespace) -> int:
+    """A streaming corpus job (scorer/corpus.py): this process's shards, then ``_done.json`` on the main one."""
+    from accelerate import PartialState
+
+    from scorer.corpus import CorpusJob, finish, run_job
+
+    state = PartialState(cpu=args.device == "cpu")
+    try:
+        job = CorpusJob(Path(args.input), Path(args.output_dir), "rank" if args.rank else f"embed-{args.embed}",
+                        args.shard_size, Path(args.image_root) if args.image_root else None, args.max_shards)
+        scorer = load_scorer(args, args.device or state.device)
+        scorer.cache.max_memory_items = CORPUS_MEMORY_ITEMS
+        report = run_job(job, scorer, state.process_index, state.num_processes)
+    except (ValueError, FileNotFoundError) as err:  # CorpusInputError names the file, record and field
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT  # a launcher stops the other processes when one exits non-zero
+    logging.info("process %d/%d wrote %d shards (%d records) in %.2f s, %d already done", state.process_index,
+                 state.num_processes, report.shards_written, report.records, report.seconds, report.shards_skipped)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        done = finish(job, report)
+        print(f"{job.output_dir}: {'complete' if done else 'partial (run again to resume)'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.input:
+        return run_corpus(args)
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scorer.embedding_store import EmbeddingStore
 from scorer.model import DualEncoder
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
 
@@ -68,53 +69,89 @@ def content_hash(data: bytes) -> str:
 class EmbeddingCache:
     """Embeddings keyed by (model version, kind, content hash); in memory and optionally on disk.
 
-    On disk: ``<dir>/<model_version>/<kind>/<hash[:2]>/<hash>.npy``, written atomically, so an
-    interrupted run never leaves a half-written vector and any process can share the cache.
+    On disk: one append-only :class:`~scorer.embedding_store.EmbeddingStore` per model version and kind,
+    ``<dir>/<model_version>/<kind>/``. New vectors wait in memory until :meth:`flush` (the Scorer
+    flushes after each call, and every ``flush_every`` vectors), which appends them as one shard: a
+    crash loses at most the unflushed vectors and never leaves a half-written store.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, max_memory_items: int = 200_000):
+    def __init__(self, directory: str | os.PathLike[str] | None = None, max_memory_items: int = 200_000,
+                 flush_every: int = 4096):
         self.directory = Path(directory) if directory else None
         # Least recently used first; bounded so a long-running app does not grow without limit
-        # (200k × 768 float32 ≈ 600 MB at the real size; the disk cache keeps everything).
+        # (200k × 768 float32 ≈ 600 MB at the real size; the disk store keeps everything).
         self.memory: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
         self.max_memory_items = max_memory_items
+        self.flush_every = flush_every
+        self.pending: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self.stores: dict[tuple[str, str], EmbeddingStore] = {}
+        self.lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def _path(self, version: str, kind: str, key: str) -> Path:
-        assert self.directory is not None
-        return self.directory / version / kind / key[:2] / f"{key}.npy"
+    def store(self, version: str, kind: str) -> EmbeddingStore | None:
+        """The on-disk store of one model version and kind (``None`` without a directory)."""
+        if self.directory is None:
+            return None
+        if (version, kind) not in self.stores:
+            self.stores[(version, kind)] = EmbeddingStore(self.directory / version / kind)
+        return self.stores[(version, kind)]
 
     def get(self, version: str, kind: str, key: str) -> np.ndarray | None:
-        found = self.memory.get((version, kind, key))
-        if found is not None:
-            self.memory.move_to_end((version, kind, key))
-        elif self.directory is not None:
-            path = self._path(version, kind, key)
-            if path.is_file():
-                found = np.load(path)
-                self._remember((version, kind, key), found)
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return found
+        return self.get_many(version, kind, [key])[0]
+
+    def get_many(self, version: str, kind: str, keys: Sequence[str]) -> list[np.ndarray | None]:
+        """Each key's vector or ``None``: memory, then vectors not yet flushed, then the disk store."""
+        with self.lock:
+            found: list[np.ndarray | None] = [self.memory.get((version, kind, key)) for key in keys]
+            pending = self.pending.get((version, kind), {})
+            for n, key in enumerate(keys):
+                if found[n] is None:
+                    found[n] = pending.get(key)
+                else:
+                    self.memory.move_to_end((version, kind, key))
+            missing = [n for n, vector in enumerate(found) if vector is None]
+            store = self.store(version, kind)
+            if missing and store is not None:
+                store.refresh()  # another process may have appended
+                rows = store.lookup([keys[n] for n in missing])
+                hit = [(n, row) for n, row in zip(missing, rows.tolist()) if row >= 0]
+                vectors = store.vectors([row for _, row in hit]) if hit else []
+                for (n, _), vector in zip(hit, vectors):
+                    found[n] = vector
+                    self._remember((version, kind, keys[n]), vector)
+            self.hits += sum(vector is not None for vector in found)
+            self.misses += sum(vector is None for vector in found)
+            return found
 
     def _remember(self, entry: tuple[str, str, str], vector: np.ndarray) -> None:
+        if self.max_memory_items <= 0:
+            return
         self.memory[entry] = vector
         self.memory.move_to_end(entry)
         while len(self.memory) > self.max_memory_items:
             self.memory.popitem(last=False)
 
     def put(self, version: str, kind: str, key: str, vector: np.ndarray) -> None:
-        self._remember((version, kind, key), vector)
-        if self.directory is not None:
-            path = self._path(version, kind, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # unique per process and thread: two writers of one key never share a temporary file
-            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}.npy")
-            np.save(tmp, vector)
-            os.replace(tmp, path)
+        with self.lock:
+            self._remember((version, kind, key), vector)
+            if self.directory is None:
+                return
+            pending = self.pending.setdefault((version, kind), {})
+            pending[key] = vector
+            full = len(pending) >= self.flush_every
+        if full:
+            self.flush()
+
+    def flush(self) -> int:
+        """Append the vectors put since the last flush to their stores; return how many were new."""
+        with self.lock:
+            pending, self.pending = self.pending, {}
+            added = 0
+            for (version, kind), vectors in pending.items():
+                if vectors:
+                    added += self.store(version, kind).add(list(vectors), np.stack(list(vectors.values())))
+            return added
 
 
 class Scorer:
@@ -145,7 +182,7 @@ class Scorer:
     # -- embedding -----------------------------------------------------------------------------------
     def _embed(self, kind: str, keys: list[str], items: list, on_progress: ProgressCallback | None) -> torch.Tensor:
         """Look each key up in the cache; encode the misses (each distinct content once) in batches."""
-        vectors: list[np.ndarray | None] = [self.cache.get(self.model_version, kind, key) for key in keys]
+        vectors: list[np.ndarray | None] = self.cache.get_many(self.model_version, kind, keys)
         todo = [i for i in range(len(keys)) if vectors[i] is None]
         first_of: dict[str, int] = {}
         unique = [i for i in todo if first_of.setdefault(keys[i], i) == i]  # identical content: encode once
@@ -168,6 +205,7 @@ class Scorer:
                 vectors[i] = vector
             if on_progress:
                 on_progress(sum(len(b) for b in batches[:number + 1]), len(unique))
+        self.cache.flush()
         for i in todo:
             if vectors[i] is None:
                 vectors[i] = vectors[first_of[keys[i]]]

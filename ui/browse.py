@@ -11,7 +11,7 @@ import pandas as pd
 from curation.stats import stats
 from curation.views import STATUSES, ImageFilter, list_images
 from loop import Services
-from scorer import cosine_scores
+from scorer.search_index import corpus_search
 from ui.common import tr, user_errors
 
 RESULT_LIMIT = 48
@@ -39,7 +39,7 @@ def search(services: Services, query: str, cls: str | None = None, status: str |
     """Images matching the filters, ranked by similarity to ``query`` when one is given.
 
     Returns the table, the gallery items (file, caption) and the image ids in display order.
-    Image embeddings come from the scorer's cache (computed once per model version).
+    Image embeddings come from the scorer's cache and a FAISS index (computed once per model version).
     """
     rows = list_images(services.conn(), ImageFilter(cls=_value(cls), status=_value(status),
                                                     annotator=_value(annotator), source=_value(source)))
@@ -48,9 +48,13 @@ def search(services: Services, query: str, cls: str | None = None, status: str |
     query = (query or "").strip()
     if query and rows:
         with services.using_model() as (scorer, _):
-            images = scorer.embed_images(paths, on_progress=progress)
-            scores = cosine_scores(images, scorer.embed_texts([query]))[:, 0].tolist()
-        order = sorted(range(len(rows)), key=lambda i: -scores[i])
+            index = corpus_search(scorer, "image")  # FAISS, kept per model; embeds only images it lacks
+            index.ensure({row.id: path for row, path in zip(rows, paths)}, on_progress=progress)
+            hits = index.search(query, limit, allowed={row.id for row in rows})
+        position = {row.id: i for i, row in enumerate(rows)}
+        for hit in hits:
+            scores[position[hit.id]] = hit.score
+        order = [position[hit.id] for hit in hits]
     else:
         order = list(range(len(rows)))
     order = order[:limit]

@@ -1,0 +1,29 @@
+"""bench/bench_scale.py's logic at toy sizes (its figures are measured by running it, not here)."""
+
+from __future__ import annotations
+
+import sys
+
+from project_paths import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_scale  # noqa: E402
+
+
+def test_index_benchmark_checks_filters_and_recall_on_both_index_kinds(capsys):
+    small = bench_scale.bench_index(1_500, 16, queries=10, encoder=None)
+    large = bench_scale.bench_index(25_000, 16, queries=10, encoder=None)
+    assert (small["kind"], small["recall_at_10"]) == ("flat", 1.0)
+    assert large["kind"] == "ivf" and large["recall_at_10"] >= 0.8
+    assert all(result["p50_ms"] > 0 and result["build_s"] > 0 for result in (small, large))
+
+
+def test_the_bulk_built_store_serves_the_queue(tmp_path):
+    from curation.queue import next_image
+    from curation.store import open_store
+
+    bench_scale.bulk_build(tmp_path / "s.db", 30, 4)
+    conn = open_store(tmp_path / "s.db")
+    assert tuple(conn.execute("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM captions").fetchone()) == (120, 30)
+    assert next_image(conn, "ann") == 1
