@@ -110,11 +110,15 @@ class EmbeddingCache:
         self._remember((version, kind, key), vector)
         if self.directory is not None:
             path = self._path(version, kind, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
             # unique per process and thread: two writers of one key never share a temporary file
             tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}.npy")
-            np.save(tmp, vector)
-            os.replace(tmp, path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(tmp, vector)
+                os.replace(tmp, path)
+            except OSError as error:  # full disk, read-only folder: the vector stays in memory, no file is left
+                tmp.unlink(missing_ok=True)
+                logger.warning("embedding cache: %s not written (%s)", path.name, error)
 
 
 class Scorer:
