@@ -21,9 +21,14 @@ ORPHAN_EXIT_CODE = 75
 
 
 def watch_parent(parent_pid: int, lifeline=None, poll_s: float = PARENT_POLL_S) -> threading.Thread:
-    """A daemon thread that ends this process (exit code :data:`ORPHAN_EXIT_CODE`) once the parent is gone."""
+    """A daemon thread that ends this process (exit code :data:`ORPHAN_EXIT_CODE`) once the app is gone: its
+    parent process changes (under ``forkserver`` the parent is the fork server, which ends with the app), or
+    ``lifeline`` reaches EOF (the app's end is closed by the kernel when it dies; under ``fork`` the child
+    inherits a copy of that end, so the parent check covers it)."""
+    first_parent = os.getppid()
+
     def parent_gone() -> bool:
-        if os.getppid() != parent_pid:
+        if os.getppid() != first_parent:
             return True
         if lifeline is None:
             return False
