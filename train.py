@@ -13,7 +13,6 @@ import sys
 
 from trainer import parse_config, train
 
-
 BAD_INPUT_EXIT = 2
 
 

@@ -93,7 +93,7 @@ def test_what_a_browser_sees_names_the_item_without_server_paths(tmp_path):
 
 def test_a_store_connection_that_failed_to_write_is_reopened(tmp_path):
     """Read-only, then writable again: the next write succeeds without a restart."""
-    from curation.store import add_image, open_store, transaction
+    from curation.store import add_image, transaction
     from loop.services import Services
 
     services = Services.__new__(Services)  # only the store part: no model
