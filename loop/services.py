@@ -6,6 +6,7 @@ wants that), the scorer behind a lock so that promoting a model swaps it atomica
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -69,6 +70,19 @@ class AppConfig:
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache" / "embeddings"
+
+
+STORAGE_ERRORS = (sqlite3.OperationalError, OSError)  # the store or a file could not be written
+
+
+def storage_problem(error: BaseException) -> str | None:
+    """``disk_full`` or ``read_only`` when ``error`` says so (SQLite's message or the OS error number)."""
+    text = str(error).lower()
+    if getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in text or "no space" in text:
+        return "disk_full"
+    if getattr(error, "errno", None) in (errno.EROFS, errno.EACCES) or "readonly" in text or "read-only" in text:
+        return "read_only"
+    return None
 
 
 def data_dir_read_only(config: AppConfig) -> bool:

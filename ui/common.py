@@ -8,12 +8,10 @@ browser sets from the same locale. Outside a request (tests, the watcher thread)
 
 from __future__ import annotations
 
-import errno
 import functools
 import inspect
 import logging
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from common.paths import PathOutsideRootError
+from loop.services import STORAGE_ERRORS, storage_problem
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +264,6 @@ def localized(fn: Callable) -> Callable:
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, PathOutsideRootError)
-STORAGE_ERRORS = (sqlite3.OperationalError, OSError)
 _user: ContextVar[str | None] = ContextVar("ui_user", default=None)
 _public_roots: dict[str, str] = {}  # absolute folder → how a browser is shown it ("" for the image root)
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"`:,;()\[\]{}<>/]+/)*[^\s'\"`:,;()\[\]{}<>/]+")
@@ -305,12 +303,8 @@ def public_text(text: str) -> str:
 
 def storage_message(error: BaseException) -> str:
     """What the user is told when the store or a file could not be written."""
-    text = str(error).lower()
-    if getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in text or "no space" in text:
-        return say("err_disk_full")
-    if getattr(error, "errno", None) in (errno.EROFS, errno.EACCES) or "readonly" in text or "read-only" in text:
-        return say("err_read_only")
-    return say("err_storage", error=public_text(str(error)))
+    problem = storage_problem(error)
+    return say(f"err_{problem}") if problem else say("err_storage", error=public_text(str(error)))
 
 
 def user_errors(fn: Callable) -> Callable:
