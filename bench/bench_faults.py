@@ -2,7 +2,7 @@
 
 ``python bench/bench_faults.py [--annotators 8] [--decisions 100] [--kills 2]``
 
-Starts ``python app.py --demo`` (tiny model) on a fresh data folder in a subprocess, starts a long training
+Starts ``python app.py`` (tiny model) on a fresh store of ``--copies`` copies of the demo scenes, starts a long training
 run, and lets ``--annotators`` API clients (gradio_client, one thread each) accept or reject captions until
 each has ``--decisions`` confirmed decisions (an answer came back). The app is killed with SIGKILL
 ``--kills`` times at even intervals and restarted; clients retry after a failed call. At the end it
@@ -13,7 +13,9 @@ training process outlived a killed app, and ``PRAGMA integrity_check``; the last
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -30,10 +32,30 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def start_app(data: Path, port: int, checkpoint: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "app.py", "--demo", "--checkpoint", str(checkpoint), "--data-dir",
-                             str(data), "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=open(data.parent / "app.log", "ab"))
+DEMO = ROOT / "assets" / "demo"
+
+
+def build_store(work: Path, copies: int) -> Path:
+    """An image root of ``copies`` copies of the demo scenes, imported into ``work/data``; returns the root."""
+    from curation.importers import ImportOptions, import_file
+    from curation.store import open_store
+
+    images, records = work / "images", json.loads((DEMO / "triplets.json").read_text(encoding="utf-8"))
+    for n in range(copies):
+        shutil.copytree(DEMO / "imgs", images / f"set{n}" / "imgs")
+    triplets = [{**r, "image": f"set{n}/{r['image']}"} for n in range(copies) for r in records]
+    (work / "triplets.json").write_text(json.dumps(triplets), encoding="utf-8")
+    (work / "data").mkdir()
+    conn = open_store(work / "data" / "store.sqlite")
+    import_file(conn, "seed-triplets", work / "triplets.json", ImportOptions(image_root=images))
+    conn.close()
+    return images
+
+
+def start_app(work: Path, port: int, checkpoint: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "app.py", "--checkpoint", str(checkpoint), "--image-root",
+                             str(work / "images"), "--data-dir", str(work / "data"), "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "app.log", "ab"))
 
 
 def connect(url: str, timeout: float = 300.0):
@@ -68,8 +90,7 @@ def annotator(url: str, name: str, wanted: int, confirmed: list, progress: tqdm,
                 view = client.predict(name, api_name="/start")[1:]
             image_id, text, last = shown(view)
             if image_id is None:
-                view = client.predict(name, api_name="/skip")
-                continue
+                return  # the queue is empty for this annotator
             verdict = "accept" if mine % 3 else "reject"
             view = client.predict(name, api_name=f"/{verdict}")
             confirmed.append((name, image_id, text, verdict))
@@ -87,6 +108,7 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=8)
     parser.add_argument("--decisions", type=int, default=100)
     parser.add_argument("--kills", type=int, default=2)
+    parser.add_argument("--copies", type=int, default=10, help="copies of the 24 demo scenes in the store")
     parser.add_argument("--checkpoint", type=Path, help="scorer checkpoint (default: a fresh tiny one)")
     args = parser.parse_args()
     os.environ.setdefault("REMOTE_SCORER_CACHE", str(ROOT / ".cache" / "remote_scorer"))
@@ -101,9 +123,10 @@ def main() -> None:
         model, processor = new_scorer("tiny", dtype="float32")
         checkpoint = work / "tiny"
         save_checkpoint(model, processor, checkpoint, save_backbone=True)
+    build_store(work, args.copies)
     data, port = work / "data", free_port()
     url = f"http://127.0.0.1:{port}/"
-    server = start_app(data, port, checkpoint)
+    server = start_app(work, port, checkpoint)
     train_args = ("active model", "infonce+focal_triplet", 1.0, 100_000, 1e-4, 0, "all", 0.2, False)
     connect(url).predict(*train_args, api_name="/train_start")
     confirmed: list[tuple[str, int, str, str]] = []
@@ -123,7 +146,7 @@ def main() -> None:
                 kills += 1
                 time.sleep(10)  # the training child must be gone by now
                 orphans += sum(1 for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE)
-                server = start_app(data, port, checkpoint)
+                server = start_app(work, port, checkpoint)
                 connect(url).predict(*train_args, api_name="/train_start")  # training goes on after the restart
             time.sleep(0.5)
         stop.set()
