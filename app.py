@@ -27,8 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-root", type=Path, help="folder the image paths are relative to (served)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--auth", help="USER:PASS required to open the app")
-    parser.add_argument("--auth-file", type=Path, help="file with one USER:PASS per line")
+    parser.add_argument("--auth", help="USER:PASS[:ROLE] required to open the app (role: annotator, reviewer, admin)")
+    parser.add_argument("--auth-file", type=Path,
+                        help="file with one USER:PASS[:ROLE] per line (no role: annotator; admin may import, train, "
+                             "promote, roll back)")
     parser.add_argument("--max-file-size", default="200mb", help="largest upload (e.g. 200mb)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     parser.add_argument("--max-new-tokens", type=int,
@@ -44,24 +46,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
-    """USER:PASS pairs from --auth and --auth-file (blank lines and # comments skipped); errors name the source."""
+def read_auth(args: argparse.Namespace):
+    """The :class:`loop.access.Access` of --auth and --auth-file (``USER:PASS[:ROLE]`` a line; blank lines and
+    # comments skipped; without a role a file line is an annotator, --auth the admin); errors name the source.
+    None without either."""
+    from loop.access import Access, parse_account
+
     lines = [("--auth", args.auth)] if args.auth else []
     if args.auth_file:
         if not args.auth_file.is_file():
             raise FileNotFoundError(f"--auth-file {args.auth_file} not found")
         text = args.auth_file.read_text(encoding="utf-8")
         lines += [(f"{args.auth_file}:{number}", line) for number, line in enumerate(text.splitlines(), 1)]
-    pairs = []
-    for source, line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, password = line.partition(":")
-        if not sep or not user or not password:
-            raise ValueError(f"{source}: auth entry is not USER:PASS")
-        pairs.append((user, password))
-    return pairs or None
+    accounts = [parse_account(line.strip(), source, "admin" if source == "--auth" else "annotator")
+                for source, line in lines
+                if line.strip() and not line.strip().startswith("#")]
+    users = [account.user for account in accounts]
+    if len(set(users)) != len(users):
+        raise ValueError(f"auth: user {next(u for u in users if users.count(u) > 1)!r} is listed twice")
+    return Access(accounts) if accounts else None
 
 
 def app_config(args: argparse.Namespace):
@@ -74,11 +77,11 @@ def app_config(args: argparse.Namespace):
                      max_pixels=DEMO_TRAIN_PIXELS if args.demo else None, **given)
 
 
-def make_services(args: argparse.Namespace):
+def make_services(args: argparse.Namespace, access=None):
     from loop import Services
 
-    services = Services(app_config(args))
-    if args.demo:
+    services = Services(app_config(args), access)
+    if args.demo and not services.read_only:
         import_demo_if_empty(services)
     return services
 
@@ -95,17 +98,27 @@ def import_demo_if_empty(services) -> None:
 
 
 def launch(services, host: str = "127.0.0.1", port: int = 7860, auth=None, block: bool = True, quiet: bool = False):
-    """Build and start the app; returns the Blocks (with ``block=False`` the server runs in a thread)."""
+    """Build and start the app; returns the Blocks (with ``block=False`` the server runs in a thread).
+
+    ``auth`` (a :class:`loop.access.Access`, or None for the services' own) checks logins with its throttle;
+    the client's address reaches it through :class:`loop.access.ClientAddressMiddleware`."""
+    from starlette.middleware import Middleware
+
+    from loop.access import ClientAddressMiddleware
     from ui.app import APP_JS, CSS, build_ui
     from ui.common import I18N
 
+    if auth is not None:
+        services.access = auth
+    auth = services.access if services.access.enabled else None
     demo = build_ui(services)
     demo.queue(default_concurrency_limit=4)
     services.start_background()  # score the queue while the first annotators arrive (launch may block)
     demo.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=quiet,
                 allowed_paths=[str(services.image_root), str(services.config.exports_dir)],
                 max_file_size=services.config.max_file_size, i18n=I18N, js=APP_JS, css=CSS,
-                footer_links=["api"], ssr_mode=False)
+                footer_links=["api"], ssr_mode=False,
+                app_kwargs={"middleware": [Middleware(ClientAddressMiddleware)]})
     return demo
 
 
@@ -114,9 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("REMOTE_SCORER_CACHE", str(ROOT / ".cache" / "remote_scorer"))
     args = parse_args(argv)
-    auth = read_auth(args)  # a bad auth file fails before the model is loaded
-    services = make_services(args)
-    print(f"Remote Scorer on http://{args.host}:{args.port} (data {args.data_dir}, images {args.image_root})")
+    try:
+        auth = read_auth(args)  # a bad auth file fails before the model is loaded
+        services = make_services(args, auth)
+    except (ValueError, FileNotFoundError, PermissionError) as error:  # one clear line, no traceback
+        raise SystemExit(f"app.py: {error}") from None
+    mode = " READ-ONLY" if services.read_only else ""
+    print(f"Remote Scorer{mode} on http://{args.host}:{args.port} (data {args.data_dir}, images {args.image_root})")
     try:
         launch(services, args.host, args.port, auth)
     finally:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from curation.queue import refresh_queue_order
 from curation.store import now_iso, transaction
 
-RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")  # interrupted: app ended
 
 
 @dataclass(frozen=True)

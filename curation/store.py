@@ -220,6 +220,19 @@ class Image:
     hidden: bool = False  # hidden by curation.cleanup: out of the queue, listings, exports and training
 
 
+class StoreConnection(sqlite3.Connection):
+    """A store connection that remembers a failed write (:attr:`failed_write`): after a read-only
+    folder or a full disk SQLite may keep the handle unusable, so its owner closes it and opens a new one."""
+
+    failed_write: bool = False
+
+
+def write_failed(error: BaseException) -> bool:
+    """Whether ``error`` is the database failing to write (not a constraint or a bug in a statement)."""
+    return isinstance(error, sqlite3.DatabaseError) and not isinstance(
+        error, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError))
+
+
 def now_iso() -> str:
     """UTC time as ISO 8601 with microseconds; sorts correctly as text."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -243,7 +256,7 @@ def open_store(db_path: str | os.PathLike[str], read_only: bool | None = False) 
         read_only = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
     if read_only:
         return _open_read_only(path)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, factory=StoreConnection)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -306,12 +319,19 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     if conn.in_transaction:
         yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as error:
+        if write_failed(error) and isinstance(conn, StoreConnection):
+            conn.failed_write = True
+        raise
     try:
         yield conn
         conn.execute("COMMIT")
     except BaseException as error:
         _rollback(conn, error)
+        if write_failed(error) and isinstance(conn, StoreConnection):
+            conn.failed_write = True
         raise
 
 

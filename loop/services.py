@@ -6,7 +6,9 @@ wants that), the scorer behind a lock so that promoting a model swaps it atomica
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -15,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.paths import resolve_inside
-from curation.models import get_model_version, set_active_model
+from curation.models import active_model, get_model_version, set_active_model
 from curation.store import open_store
+from loop.access import Access
 from loop.generation import GenerationJobs
 from loop.queue_scorer import QueueScorer
 from loop.registry import initial_model
@@ -69,36 +72,87 @@ class AppConfig:
         return self.data_dir / "cache" / "embeddings"
 
 
+STORAGE_ERRORS = (sqlite3.OperationalError, OSError)  # the store or a file could not be written
+
+
+def storage_problem(error: BaseException) -> str | None:
+    """``disk_full`` or ``read_only`` when ``error`` says so (SQLite's message or the OS error number)."""
+    text = str(error).lower()
+    if getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in text or "no space" in text:
+        return "disk_full"
+    if getattr(error, "errno", None) in (errno.EROFS, errno.EACCES) or "readonly" in text or "read-only" in text:
+        return "read_only"
+    return None
+
+
+def data_dir_read_only(config: AppConfig) -> bool:
+    """Whether the app must run read-only: its data folder (or the store in it) exists but cannot be written.
+
+    A read-only folder without a store cannot be served: ``FileNotFoundError`` names it."""
+    folder, db = config.data_dir, config.db_path
+    if not folder.exists():
+        return False  # created on start (an unwritable parent fails there, naming it)
+    if os.access(folder, os.W_OK) and (not db.exists() or os.access(db, os.W_OK)):
+        return False
+    if not db.is_file():
+        raise FileNotFoundError(f"data folder {folder} is read-only and holds no store {db.name}")
+    log.warning("data folder %s is read-only: the app starts in read-only mode", folder)
+    return True
+
+
 class Services:
     """Shared, read-mostly state of the running app (never put in ``gr.State``)."""
 
-    def __init__(self, config: AppConfig):
+    def __init__(self, config: AppConfig, access: Access | None = None):
         self.config = config
-        for folder in (config.data_dir, config.exports_dir, config.runs_dir, config.models_dir, config.cache_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.access = access or Access()  # no accounts: one local user who may do everything
         if not config.image_root.is_dir():
             raise FileNotFoundError(f"image root {config.image_root} is not a folder")
+        self.read_only = data_dir_read_only(config)
+        if not self.read_only:
+            for folder in (config.data_dir, config.exports_dir, config.runs_dir, config.models_dir,
+                           config.cache_dir):
+                folder.mkdir(parents=True, exist_ok=True)
         self.image_root = config.image_root.resolve()
         self._local = threading.local()
         self._scorer_lock = threading.RLock()
         self._model_lock = threading.RLock()  # one user of the model's weights and tokenizer at a time
-        model_id = initial_model(self.conn(), config.model, config.checkpoint, config.models_dir, config.device)
+        model_id = self._initial_model()
         self._scorer = self._load_scorer(model_id)
         self._model_id = model_id
         self.training = TrainingJobs(self)
+        if not self.read_only:
+            self.training.recover_interrupted()
         self.queue_scorer = QueueScorer(self)
         self.generation = GenerationJobs(self)
 
+    def _initial_model(self) -> int:
+        config = self.config
+        if not self.read_only:
+            return initial_model(self.conn(), config.model, config.checkpoint, config.models_dir, config.device)
+        current = active_model(self.conn())  # read-only: nothing is registered or written
+        if current is None:
+            raise FileNotFoundError(f"read-only store {config.db_path} has no active model")
+        return current.id
+
     def start_background(self) -> None:
-        """Start scoring the queue (at launch; it runs again after promotions, imports and generation)."""
-        self.queue_scorer.start()
+        """Start scoring the queue (at launch; it runs again after promotions, imports and generation).
+        A read-only app scores nothing in the background (it could not store the scores)."""
+        if not self.read_only:
+            self.queue_scorer.start()
 
     # -- store -------------------------------------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection to the store (opened on first use)."""
+        """This thread's connection to the store (opened on first use; reopened after a failed write:
+        a read-only folder or a full disk can leave SQLite's handle failing after the cause is gone)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(conn, "failed_write", False):
+            log.warning("reopening the store connection of %s after a failed write",
+                        threading.current_thread().name)
+            self.close_conn()
+            conn = None
         if conn is None:
-            conn = open_store(self.config.db_path)
+            conn = open_store(self.config.db_path, read_only=self.read_only)
             self._local.conn = conn
         return conn
 
@@ -107,7 +161,10 @@ class Services:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
-            conn.close()
+            try:
+                conn.close()
+            except sqlite3.Error as error:  # a broken handle: it is dropped all the same
+                log.warning("closing a store connection failed: %s", error)
 
     # -- the active model ----------------------------------------------------------------------------
     def scorer(self) -> tuple[Scorer, int]:
@@ -150,7 +207,7 @@ class Services:
     def _load_scorer(self, model_id: int) -> Scorer:
         version = get_model_version(self.conn(), model_id)
         return Scorer.from_checkpoint(version.path, device=self.config.device, batch_size=16,
-                                      cache_dir=self.config.cache_dir)
+                                      cache_dir=None if self.read_only else self.config.cache_dir)
 
     def image_path(self, rel_path: str) -> Path:
         """An image of the store on disk (inside the image root, or ``PathOutsideRootError``)."""

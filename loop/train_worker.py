@@ -3,16 +3,64 @@
 :func:`run_training` is the target of the process :class:`loop.training.TrainingJobs` starts. It sends
 ``{"event": "progress" | "log" | "done" | "error", ...}`` dicts through a queue; the app's watcher thread
 drains it. Nothing here touches the store: the app records what the process reports.
+
+The process never outlives the app: :func:`watch_parent` ends it as soon as the app is gone, noticed
+either way, for every start method: the end of a pipe only the app writes to reaches EOF, or the
+process's parent changes (it is re-parented when the app dies, even by SIGKILL).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import traceback
 
+PARENT_POLL_S = 0.5
+ORPHAN_EXIT_CODE = 75
 
-def run_training(config: dict, eval_spec: dict, events, stop_event) -> None:
-    """Child process: train, then evaluate the new, the parent and the active checkpoint on the held-out triplets."""
+
+def watch_parent(parent_pid: int, lifeline=None, poll_s: float = PARENT_POLL_S) -> threading.Thread:
+    """A daemon thread that ends this process (exit code :data:`ORPHAN_EXIT_CODE`) once the app is gone: its
+    parent process changes (under ``forkserver`` the parent is the fork server, which ends with the app), or
+    ``lifeline`` reaches EOF (the app's end is closed by the kernel when it dies; under ``fork`` the child
+    inherits a copy of that end, so the parent check covers it)."""
+    first_parent = os.getppid()
+
+    def parent_gone() -> bool:
+        if os.getppid() != first_parent:
+            return True
+        if lifeline is None:
+            return False
+        try:
+            if lifeline.poll(poll_s):
+                lifeline.recv()  # the parent never sends: data or EOF both mean the pipe was closed
+                return True
+        except (EOFError, OSError):
+            return True
+        return False
+
+    def watch() -> None:
+        while True:
+            if parent_gone():
+                logging.getLogger(__name__).error("the app (pid %d) is gone: training process exits", parent_pid)
+                os._exit(ORPHAN_EXIT_CODE)
+            if lifeline is None:
+                threading.Event().wait(poll_s)
+
+    thread = threading.Thread(target=watch, name="watch-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_training(config: dict, eval_spec: dict, events, stop_event, parent_pid: int | None = None,
+                 lifeline=None) -> None:
+    """Child process: train, then evaluate the new, the parent and the active checkpoint on the held-out triplets.
+
+    ``parent_pid`` (the app) and ``lifeline`` (the read end of a pipe the app keeps open) let the
+    process notice the app is gone and exit (:func:`watch_parent`)."""
+    if parent_pid is not None:
+        watch_parent(parent_pid, lifeline)
     import torch
 
     torch.set_num_threads(1)  # leave the other cores to the app's annotators

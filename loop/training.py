@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
 import queue as queue_module
 import threading
 import time
@@ -33,6 +34,7 @@ from curation.models import (
     get_model_version,
     get_training_run,
     list_model_versions,
+    list_training_runs,
     update_training_run,
 )
 from curation.triplets import TripletFilter, triplet_records
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled", "interrupted")
 CANCEL_GRACE_S = 60.0
 EVALUATIONS = 10  # held-out evaluations per run (each a point of the accuracy curves)
 
@@ -89,6 +91,7 @@ class Job:
     model_version_id: int | None = None
     promotion: AppliedPromotion | None = None  # once the watcher applied the decision
     started: float = field(default_factory=time.time)
+    lifeline: object = None  # the app's end of the pipe the child watches; closed when the run ends
 
 
 @dataclass(frozen=True)
@@ -165,11 +168,14 @@ class TrainingJobs:
         events, stop_event = self._context.Queue(), self._context.Event()
         eval_spec = {"val_file": str(run_dir / "val.json"), "image_root": str(self.services.image_root),
                      "parent": parent_path, "active": active_path}
-        process = self._context.Process(target=run_training, args=(config, eval_spec, events, stop_event),
-                                        name=f"train-run-{run_id}", daemon=True)
+        lifeline, keep = self._context.Pipe(duplex=False)  # the child's end reaches EOF when the app is gone
+        process = self._context.Process(target=run_training, name=f"train-run-{run_id}", daemon=True,
+                                        args=(config, eval_spec, events, stop_event, os.getpid(), lifeline))
         process.start()
+        lifeline.close()
+        update_training_run(conn, run_id, "running", {"process": process_identity(process.pid)})
         job = Job(run_id=run_id, parent_model_id=parent_id, active_model_id=active_id,
-                  auto_promote=form.auto_promote, process=process, stop_event=stop_event)
+                  auto_promote=form.auto_promote, process=process, stop_event=stop_event, lifeline=keep)
         with self._lock:
             self.jobs[run_id] = job
         threading.Thread(target=self._monitor, args=(job, events), name=f"monitor-run-{run_id}", daemon=True).start()
@@ -217,6 +223,8 @@ class TrainingJobs:
                 else:
                     outcome = {"event": kind, **event}
         job.process.join(timeout=30)
+        if job.lifeline is not None:
+            job.lifeline.close()
         try:
             self._finish(job, outcome)
         except Exception:  # noqa: BLE001 - the run must not stay "running" and block every later one
@@ -305,14 +313,64 @@ class TrainingJobs:
         self.services.activate(run.model_version_id)
         return run.model_version_id
 
+    def recover_interrupted(self) -> list[int]:
+        """At start: runs the store still lists as queued or running were cut off when the app ended.
+        Mark them ``interrupted`` and end their process if it still runs (matched by pid and start time,
+        so a recycled pid is never killed). Returns their ids."""
+        conn = self.services.conn()
+        found = [run for run in list_training_runs(conn) if run.status in ("queued", "running")]
+        for run in found:
+            ended = end_process(run.metrics.get("process"))
+            update_training_run(conn, run.id, "interrupted", {"interrupted": {"process_ended": ended}})
+            log.warning("training run %d was %s when the app ended: marked interrupted%s", run.id, run.status,
+                        " (its process was still running and is ended)" if ended else "")
+        return [run.id for run in found]
+
     def snapshot(self, run_id: int | None = None) -> RunSnapshot | None:
-        """A copy of a run's state for the UI (the latest run when ``run_id`` is None)."""
+        """A copy of a run's state for the UI (the latest run when ``run_id`` is None; a run of an earlier
+        start of the app as the store has it)."""
         with self._lock:
             if not self.jobs:
-                return None
+                return self._stored_snapshot(run_id)
             job = self.jobs[run_id] if run_id is not None else self.jobs[max(self.jobs)]
             return RunSnapshot(job.run_id, job.status, list(job.progress), list(job.log[-200:]), dict(job.result),
                                job.model_version_id, job.promotion, time.time() - job.started)
+
+
+    def _stored_snapshot(self, run_id: int | None) -> RunSnapshot | None:
+        runs = list_training_runs(self.services.conn())
+        run = next((r for r in runs if r.id == run_id), None) if run_id is not None else (runs[-1] if runs else None)
+        if run is None:
+            return None
+        result = {key: run.metrics[key] for key in ("evaluation", "error") if key in run.metrics}
+        return RunSnapshot(run.id, run.status, [], [], result, run.model_version_id, None, 0.0)
+
+
+def process_identity(pid: int) -> dict:
+    """A process as the store records it: pid and start time (a pid alone may be reused by another process)."""
+    import psutil
+
+    return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+
+
+def end_process(identity: dict | None, grace_s: float = 5.0) -> bool:
+    """Terminate (then kill) the process ``identity`` names if it still runs as that same process."""
+    import psutil
+
+    if not identity:
+        return False
+    try:
+        process = psutil.Process(identity["pid"])
+        if abs(process.create_time() - identity["create_time"]) > 0.01:
+            return False  # the pid now belongs to another process
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except psutil.TimeoutExpired:
+            process.kill()
+        return True
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _flat(metrics: dict, prefix: str = "") -> dict:

@@ -44,11 +44,15 @@ def _fsync_dir(folder: Path) -> None:
 def _write_npy(path: Path, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` whole or not at all (temporary file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no partial or zero-byte file behind
+        raise
 
 
 def encode_keys(keys: Sequence[str]) -> np.ndarray:
@@ -183,10 +187,14 @@ class EmbeddingStore:
     def _publish(self, shards: list[dict], dim: int) -> None:
         manifest = {"format": FORMAT, "dim": dim, "shards": shards}
         tmp = self.directory / f".manifest.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(manifest, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.manifest_path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(manifest, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.manifest_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(self.directory)
         logger.debug("%s: published %d shards", self.directory, len(shards))

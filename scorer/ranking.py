@@ -149,8 +149,13 @@ class EmbeddingCache:
             pending, self.pending = self.pending, {}
             added = 0
             for (version, kind), vectors in pending.items():
-                if vectors:
+                if not vectors:
+                    continue
+                try:
                     added += self.store(version, kind).add(list(vectors), np.stack(list(vectors.values())))
+                except OSError as error:  # full disk, read-only folder: the vectors stay in memory only
+                    logger.warning("embedding store %s/%s: %d vectors not written (%s)", version, kind,
+                                   len(vectors), error)
             return added
 
 

@@ -19,11 +19,19 @@ def test_an_image_root_is_required_outside_the_demo():
         app.parse_args([])
 
 
-def test_auth_pairs_come_from_the_flag_and_the_file(tmp_path):
+def test_auth_accounts_and_roles_come_from_the_flag_and_the_file(tmp_path):
+    from loop.access import Account
+
     users = tmp_path / "users.txt"
-    users.write_text("# annotators\nann:secret\n\nbob:pa:ss\n")
-    args = app.parse_args(["--image-root", str(tmp_path), "--auth", "admin:x", "--auth-file", str(users)])
-    assert app.read_auth(args) == [("admin", "x"), ("ann", "secret"), ("bob", "pa:ss")]
+    users.write_text("# annotators\nann:secret\n\nbob:pa:ss\nrev:r:reviewer\ncarol:c:x:admin\n")
+    args = app.parse_args(["--image-root", str(tmp_path), "--auth", "boss:x", "--auth-file", str(users)])
+    assert sorted(app.read_auth(args).accounts.values(), key=lambda a: a.user) == [
+        Account("ann", "secret", "annotator"), Account("bob", "pa:ss", "annotator"),  # no role: annotator
+        Account("boss", "x", "admin"), Account("carol", "c:x", "admin"), Account("rev", "r", "reviewer")]
+    assert app.read_auth(app.parse_args(["--image-root", str(tmp_path)])) is None  # no auth: open app
+    users.write_text("ann:secret\nann:other\n")
+    with pytest.raises(ValueError, match="'ann' is listed twice"):
+        app.read_auth(app.parse_args(["--image-root", str(tmp_path), "--auth-file", str(users)]))
     users.write_text("# annotators\n\nann:secret\nno-colon\n")
     with pytest.raises(ValueError, match=r"users\.txt:4: auth entry is not USER:PASS"):  # FILE:line
         app.read_auth(app.parse_args(["--image-root", str(tmp_path), "--auth-file", str(users)]))
@@ -35,10 +43,10 @@ def test_a_bad_auth_file_fails_before_the_app_is_built(tmp_path):
     users = tmp_path / "users.txt"
     users.write_text("ann:secret\n:nouser\n")
     data = tmp_path / "data"
-    with pytest.raises(ValueError, match=r"users\.txt:2"):
+    with pytest.raises(SystemExit, match=r"^app\.py: .*users\.txt:2"):  # one line, no traceback
         app.main(["--image-root", str(tmp_path), "--data-dir", str(data), "--auth-file", str(users)])
     assert not data.exists()  # no store opened, no model loaded
-    with pytest.raises(FileNotFoundError, match="--auth-file"):
+    with pytest.raises(SystemExit, match="--auth-file"):
         app.main(["--image-root", str(tmp_path), "--data-dir", str(data), "--auth-file", str(tmp_path / "none")])
     assert not data.exists()
 

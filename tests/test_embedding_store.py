@@ -117,3 +117,25 @@ def test_a_crash_before_the_manifest_is_published_leaves_the_previous_state(tmp_
     assert after.add(more, _vectors(more)) == 10  # the next append takes the unpublished shard's place
     reopened = EmbeddingStore(folder)
     np.testing.assert_array_equal(reopened.vectors(reopened.lookup(_keys(0, 20))), _vectors(_keys(0, 20)))
+
+
+def test_a_full_disk_leaves_no_temporary_file_and_the_cache_keeps_the_vectors(tmp_path, monkeypatch):
+    import scorer.embedding_store as embedding_store
+
+    cache = EmbeddingCache(tmp_path / "cache", flush_every=1)
+    real_save = np.save
+
+    def disk_full(handle, array, *args, **kwargs):
+        real_save(handle, array[:0])  # a few bytes reach the file, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(embedding_store.np, "save", disk_full)
+    key = content_hash(b"a caption")
+    vector = np.ones(DIM, dtype=np.float32)
+    cache.put("v1", "text", key, vector)  # the flush fails: warned, not raised
+    np.testing.assert_array_equal(cache.get("v1", "text", key), vector)  # still answered from memory
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".tmp" in p.name]
+    assert leftovers == []
+    monkeypatch.setattr(embedding_store.np, "save", real_save)
+    cache.put("v1", "text", key, vector)  # space again: the next flush writes it
+    assert len(EmbeddingStore(cache.directory / "v1" / "text")) == 1

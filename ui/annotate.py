@@ -26,7 +26,7 @@ from curation.views import CaptionRow, counters, image_captions
 from loop import Services, add_generated_captions, add_hard_negatives
 from scorer.images import ImageLoadError, load_image
 from ui.common import EN as TEXT_KEYS
-from ui.common import say, tr, user_errors
+from ui.common import acting_user, say, tr, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def render(services: Services, annotator: str, state: dict, status: str = "", pi
 
 
 def _require(annotator: str) -> str:
-    name = (annotator or "").strip()
+    name = acting_user(annotator)  # with --auth the logged-in user, whatever name the client gives
     if not name:
         raise ValueError(say("err_name_required"))
     return name
@@ -181,14 +181,14 @@ def open_image(services: Services, annotator: str, state: dict | None, image_id:
     state = dict(state or empty_state())
     get_image(services.conn(), int(image_id))
     state.update(image_id=int(image_id), selected=0)
-    return render(services, (annotator or "").strip(), state, say("opened_image", id=int(image_id)))
+    return render(services, acting_user(annotator), state, say("opened_image", id=int(image_id)))
 
 
 def select(services: Services, annotator: str, state: dict, row: int | None = None, delta: int = 0) -> AnnotateView:
     """Move the selection to ``row`` (0-based) or by ``delta`` rows; the image stays as the page shows it."""
     state = dict(state or empty_state())
     state["selected"] = (row if row is not None else state.get("selected", 0)) + delta
-    return render(services, (annotator or "").strip(), state, picture=False)
+    return render(services, acting_user(annotator), state, picture=False)
 
 
 def decide(services: Services, annotator: str, state: dict, verdict: str, row: int | None = None) -> AnnotateView:
@@ -246,7 +246,7 @@ def generate(services: Services, annotator: str, state: dict, n: float) -> Annot
     if count < 1:
         raise ValueError(say("err_generate_count", n=n))
     added = add_generated_captions(services, state["image_id"], count)
-    return render(services, (annotator or "").strip(), state,
+    return render(services, acting_user(annotator), state,
                   say("generated", count=len(added.caption_ids), source=", ".join(added.sources)), picture=False)
 
 
@@ -258,7 +258,7 @@ def hard_negatives(services: Services, annotator: str, state: dict, n: float) ->
     if count < 1:
         raise ValueError(say("err_generate_count", n=n))
     added = add_hard_negatives(services, state["image_id"], caption.id, count)
-    return render(services, (annotator or "").strip(), state,
+    return render(services, acting_user(annotator), state,
                   say("added_negatives", count=len(added.caption_ids), caption=caption.id,
                       sources=", ".join(added.sources) or "—"), picture=False)
 
@@ -268,7 +268,7 @@ def image_record(services: Services, annotator: str, image_id: int) -> dict:
 
     The image is named ``image`` (as in the store's file formats): gradio_client would fetch a ``path`` as a file.
     """
-    who = (annotator or "").strip()
+    who = acting_user(annotator)
     image = get_image(services.conn(), int(image_id))
     _, model_id = services.scorer()
     return {"image_id": image.id, "image": image.path, "class": image.cls, "model_version": model_id,

@@ -9,7 +9,7 @@ import gradio as gr
 from loop import Services
 from ui.annotate import build_annotate_tab, empty_state
 from ui.browse import build_browse_tab
-from ui.common import tr, user_errors
+from ui.common import publish_roots, tr, user_errors
 from ui.data import build_data_tab
 from ui.models import build_models_tab
 from ui.train import build_train_tab
@@ -23,10 +23,14 @@ CSS = "#caption-table td { font-size: 0.95em } .hidden-controls { display: none 
 
 def build_ui(services: Services) -> gr.Blocks:
     t = tr
+    publish_roots(services.image_root, services.config.data_dir)  # error messages show no absolute path
     with gr.Blocks(title="Remote Scorer") as demo:
         with gr.Row():
             gr.Markdown("## Remote Scorer")
-            annotator = gr.Textbox(label=t("annotator"), elem_id="annotator-name", scale=1, max_lines=1)
+            annotator = gr.Textbox(label=t("annotator"), elem_id="annotator-name", scale=1, max_lines=1,
+                                   interactive=not services.access.enabled)  # with --auth: the logged-in user
+        if services.read_only:
+            gr.Markdown(t("read_only_banner"), elem_id="read-only-banner")
         saved_name = gr.BrowserState("", storage_key="remote_scorer_annotator")
         with gr.Tabs() as tabs:
             with gr.Tab(t("tab_annotate"), id="annotate"):

@@ -11,13 +11,16 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 
 import gradio as gr
 
 from common.paths import PathOutsideRootError
+from loop.services import STORAGE_ERRORS, storage_problem
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,13 @@ EN = {
     "err_no_caption_number": "image {image} has no caption number {number}",
     "err_generate_count": "number of captions to generate must be at least 1, got {n}",
     "status_running": "running", "status_done": "done", "status_failed": "failed", "status_cancelled": "cancelled",
-    "status_importing": "importing",
+    "status_importing": "importing", "status_interrupted": "interrupted (the app ended during the run)",
+    "err_disk_full": "disk full: this action was not saved; nothing saved before was lost",
+    "err_read_only": "the data folder is read-only: this action was not saved; nothing saved before was lost",
+    "err_storage": "the store could not save this action ({error}); nothing saved before was lost",
+    "read_only_banner": "**Read-only mode**: the data folder cannot be written; you can look and search, "
+                        "but nothing can be saved.",
+    "check_files": "Check that every image exists and decodes",
     "train_started": "training run {run} started", "no_training_run": "no training run yet",
     "run_status": "run {run}: **{status}** · step {step}{total} · {elapsed:.0f} s",
     "cancel_requested": "cancel requested", "no_run_running": "no run is running",
@@ -145,7 +154,12 @@ ZH = {
     "err_no_caption_number": "图像 {image} 没有第 {number} 条描述",
     "err_generate_count": "生成描述的数量至少为 1，收到 {n}",
     "status_running": "运行中", "status_done": "完成", "status_failed": "失败", "status_cancelled": "已取消",
-    "status_importing": "导入中",
+    "status_importing": "导入中", "status_interrupted": "已中断（运行期间应用已退出）",
+    "err_disk_full": "磁盘已满：此操作未保存；之前保存的内容没有丢失",
+    "err_read_only": "数据目录为只读：此操作未保存；之前保存的内容没有丢失",
+    "err_storage": "存储无法保存此操作（{error}）；之前保存的内容没有丢失",
+    "read_only_banner": "**只读模式**：数据目录不可写；可以查看和搜索，但无法保存任何内容。",
+    "check_files": "检查每张图像是否存在且可解码",
     "train_started": "训练任务 {run} 已开始", "no_training_run": "还没有训练任务",
     "run_status": "任务 {run}：**{status}** · 第 {step}{total} 步 · {elapsed:.0f} 秒",
     "cancel_requested": "已请求取消", "no_run_running": "没有正在运行的任务",
@@ -236,8 +250,12 @@ def localized(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(ui_request, *args, **kwargs):
-        with language(request_language(ui_request)):
-            return fn(*args, **kwargs)
+        token = _user.set(getattr(ui_request, "username", None) or None)
+        try:
+            with language(request_language(ui_request)):
+                return fn(*args, **kwargs)
+        finally:
+            _user.reset(token)
 
     request_param = inspect.Parameter("ui_request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
     wrapper.__signature__ = signature.replace(parameters=[request_param, *signature.parameters.values()])
@@ -246,11 +264,53 @@ def localized(fn: Callable) -> Callable:
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, PathOutsideRootError)
+_user: ContextVar[str | None] = ContextVar("ui_user", default=None)
+_public_roots: dict[str, str] = {}  # absolute folder → how a browser is shown it ("" for the image root)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"`:,;()\[\]{}<>/]+/)*[^\s'\"`:,;()\[\]{}<>/]+")
+
+
+def current_user() -> str | None:
+    """The logged-in user of the request being handled (None without ``--auth``, or outside a request)."""
+    return _user.get()
+
+
+def acting_user(given: str | None) -> str:
+    """Who acts: the logged-in user when there is one (a name the client gives is then ignored), else the
+    name typed in the annotator box."""
+    return current_user() or (given or "").strip()
+
+
+def require(services, action: str) -> None:
+    """Refuse ``action`` (``loop.access.ADMIN_ACTIONS``) unless the logged-in user's role allows it."""
+    services.access.require(current_user(), action)
+
+
+def publish_roots(image_root: Path, data_dir: Path) -> None:
+    """Folders whose absolute paths a browser never sees: the image root (paths are shown relative to it)
+    and the data folder (shown as ``data/``)."""
+    for folder, shown in ((image_root, ""), (data_dir, "data/")):
+        for form in {str(folder), str(Path(folder).resolve())}:
+            _public_roots[form.rstrip("/") + "/"] = shown
+
+
+def public_text(text: str) -> str:
+    """``text`` as a browser may see it: paths under the image root made relative, the data folder as
+    ``data/``, any other absolute path (a symlink target, a library file) cut to its file name."""
+    for root in sorted(_public_roots, key=len, reverse=True):
+        text = text.replace(root, _public_roots[root])
+    return _ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
+def storage_message(error: BaseException) -> str:
+    """What the user is told when the store or a file could not be written."""
+    problem = storage_problem(error)
+    return say(f"err_{problem}") if problem else say("err_storage", error=public_text(str(error)))
 
 
 def user_errors(fn: Callable) -> Callable:
-    """A gradio handler (:func:`localized`) that shows bad input (``ValueError``, ``FileNotFoundError``) as an
-    error message instead of a crash."""
+    """A gradio handler (:func:`localized`) that shows bad input (``ValueError``, ``FileNotFoundError``) and a
+    store that cannot write (full disk, read-only folder) as an error message naming the item, never an
+    absolute server path (the server log keeps the full message)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -258,6 +318,9 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except USER_ERRORS as error:
             log.info("user error in %s: %s", getattr(fn, "__name__", fn), error)
-            raise gr.Error(str(error)) from error
+            raise gr.Error(public_text(str(error))) from error
+        except STORAGE_ERRORS as error:
+            log.error("storage error in %s: %s", getattr(fn, "__name__", fn), error)
+            raise gr.Error(storage_message(error)) from error
 
     return localized(wrapper)

@@ -15,7 +15,7 @@ from curation.importers import IMPORTERS, ImportOptions, import_file
 from curation.triplets import TripletFilter
 from loop import SCOPES, GenerateForm, Services
 from scorer.generation import LANGUAGES, STYLES
-from ui.common import localized, say, tr, user_errors
+from ui.common import localized, require, say, tr, user_errors
 
 FILE_EXPORTS = [kind for kind, spec in EXPORTS.items() if not spec.folder]  # a download is one file
 POLL_SECONDS = 1.0
@@ -23,15 +23,20 @@ SHOWN_SKIPPED = 5  # unreadable images the generation status names (the log has 
 
 
 def import_data(services: Services, kind: str, server_path: str | None, upload: str | None,
-                progress=None) -> tuple[str, pd.DataFrame]:
-    """Import an uploaded file, or a file named relative to the image root; return the summary and skipped rows."""
+                progress=None, check_files: bool = True) -> tuple[str, pd.DataFrame]:
+    """Import an uploaded file, or a file named relative to the image root; return the summary and skipped rows.
+
+    ``check_files`` False stores rows whose image is missing or does not decode (a store built before the files
+    arrive)."""
+    require(services, "import")
     if upload:
         path = Path(upload)
     elif server_path and server_path.strip():
         path = resolve_inside(services.image_root, server_path.strip())
     else:
         raise ValueError(say("err_import_source"))
-    report = import_file(services.conn(), kind, path, ImportOptions(image_root=services.image_root), progress)
+    options = ImportOptions(image_root=services.image_root, check_files=bool(check_files))
+    report = import_file(services.conn(), kind, path, options, progress)
     services.queue_scorer.start()  # new captions: score them for the queue
     skipped = pd.DataFrame([[s.row, s.reason] for s in report.skipped], columns=["row", "reason"])
     return report.summary(), skipped
@@ -49,6 +54,7 @@ def export_data(services: Services, kind: str, human_only: bool) -> tuple[str, s
 
 def start_generation(services: Services, scope: str, n: float, style: str, language: str) -> str:
     """Start the batch generation job in the background; return a status line."""
+    require(services, "generate_batch")
     form = GenerateForm(n=int(n or 0), scope=scope, style=style, language=language,
                         max_new_tokens=services.config.max_new_tokens)
     job_id = services.generation.start(form)
@@ -88,6 +94,7 @@ def build_data_tab(services: Services) -> DataTab:
             kind = gr.Dropdown(list(IMPORTERS), value="seed-triplets", label=t("import_kind"))
             server_path = gr.Textbox(label=t("server_path"), elem_id="import-path")
             upload = gr.File(label=t("upload"), file_types=[".json", ".jsonl", ".csv"], type="filepath")
+            check_files = gr.Checkbox(True, label=t("check_files"), elem_id="import-check-files")
             import_btn = gr.Button(t("import"), variant="primary", elem_id="btn-import")
             summary = gr.Markdown(elem_id="import-summary")
             skipped = gr.Dataframe(headers=["row", "reason"], label=t("import_report"), interactive=False)
@@ -112,16 +119,21 @@ def build_data_tab(services: Services) -> DataTab:
         gen_status = gr.Markdown(elem_id="generate-status")
     gen_btn.click(user_errors(lambda *a: start_generation(services, *a)), [gen_scope, gen_n, gen_style, gen_language],
                   gen_status, api_name="generate_start")
-    gen_cancel.click(localized(lambda: say("cancel_requested" if services.generation.cancel() else
-                                           "no_generation_running")), None, gen_status, api_name="generate_cancel")
+    def cancel_generation():
+        require(services, "generate_batch")
+        return say("cancel_requested" if services.generation.cancel() else "no_generation_running")
+
+    gen_cancel.click(user_errors(cancel_generation), None, gen_status, api_name="generate_cancel")
     timer = gr.Timer(POLL_SECONDS)
     timer.tick(localized(lambda: generation_status(services)), None, [gen_percent, gen_status],
                api_name="generate_poll", show_progress="hidden", concurrency_limit=None)
 
-    def run_import(k, server, up, progress=gr.Progress()):
-        return import_data(services, k, server, up, lambda d, n: progress((d, n), desc="importing"))
+    def run_import(k, server, up, check=True, progress=gr.Progress()):
+        return import_data(services, k, server, up, lambda d, n: progress((d, n), desc="importing"), check)
 
-    import_btn.click(user_errors(run_import), [kind, server_path, upload], [summary, skipped], api_name="import")
+    # the summary is cleared first: an earlier import's result or error never stays above this one's
+    import_btn.click(lambda: ("", None), None, [summary, skipped], api_name=False, queue=False).then(
+        user_errors(run_import), [kind, server_path, upload, check_files], [summary, skipped], api_name="import")
     export_btn.click(user_errors(lambda k, h: export_data(services, k, h)), [export_kind, human_only],
                      [export_file_out, export_summary], api_name="export")
     return DataTab(summary, timer)

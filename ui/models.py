@@ -11,7 +11,7 @@ import pandas as pd
 
 from curation.models import get_model_version, list_model_versions
 from loop import Services
-from ui.common import say, tr, user_errors
+from ui.common import require, say, tr, user_errors
 
 COLUMNS = ["id", "active", "created", "parent", "metrics", "provenance", "path"]
 
@@ -39,6 +39,7 @@ def compare(services: Services, a: int, b: int) -> pd.DataFrame:
 
 def rollback(services: Services, model_id: int) -> tuple[pd.DataFrame, str]:
     """Make an earlier (or any) version the active one; the app ranks with it from now on."""
+    require(services, "rollback")
     if model_id is None:
         raise ValueError(say("err_choose_model"))
     services.activate(int(model_id))

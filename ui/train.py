@@ -11,7 +11,7 @@ import pandas as pd
 
 from curation.models import get_model_version, list_model_versions
 from loop import AppliedPromotion, RunSnapshot, Services, TrainForm, lora_default
-from ui.common import localized, say, tr, user_errors
+from ui.common import localized, require, say, tr, user_errors
 
 LOSSES = ["infonce+focal_triplet", "infonce", "siglip", "focal_triplet", "siglip+focal_triplet"]
 ACTIVE = "active model"
@@ -23,6 +23,7 @@ def start_training(services: Services, base: str | None, loss: str, epochs: floa
                    lr: float, lora_rank: float, triplets: str, val_split: float, auto_promote: bool = True,
                    max_pixels: int | None = None) -> str:
     """Start a run in the background; return a status line."""
+    require(services, "train")
     base_path = None
     if base not in (None, "", ACTIVE):
         versions = {f"v{v.id}": v.path for v in list_model_versions(services.conn())}
@@ -170,7 +171,13 @@ def empty_shown() -> dict:
     return {"loss": {"data": [], "colours": []}, "accuracy": {"data": [], "colours": []}, "bases": None}
 
 
+def cancel_training(services: Services) -> str:
+    require(services, "cancel_training")
+    return say("cancel_requested" if services.training.cancel() else "no_run_running")
+
+
 def promote_latest(services: Services) -> str:
+    require(services, "promote")
     snapshot = services.training.snapshot()
     if snapshot is None:
         raise ValueError(say("err_no_run_to_promote"))
@@ -230,8 +237,7 @@ def build_train_tab(services: Services) -> TrainTab:
     start_btn.click(user_errors(lambda *a: start_training(services, *a)),
                     [base, loss, epochs, max_steps, lr, lora_rank, triplets, val_split, auto_promote], message,
                     api_name="train_start")
-    cancel_btn.click(localized(lambda: say("cancel_requested" if services.training.cancel() else "no_run_running")),
-                     None, message, api_name="train_cancel")
+    cancel_btn.click(user_errors(lambda: cancel_training(services)), None, message, api_name="train_cancel")
     promote_btn.click(user_errors(lambda: promote_latest(services)), None, message, api_name="train_promote")
     base.input(user_errors(lambda b: gr.update(**lora_field(services, b))), base, lora_rank, api_name=False)
     return TrainTab(timer, message, promote_btn, localized(lambda b: refresh_form(services, b)), [base],
