@@ -4,6 +4,7 @@ running, a store that could not write, messages that name the item without serve
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,28 +113,56 @@ def test_a_store_connection_that_failed_to_write_is_reopened(tmp_path):
     assert [r[0] for r in second.execute("SELECT path FROM images ORDER BY id")] == ["a.png", "c.png"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_folder_then_writable_again_without_a_restart(tmp_path):
-    from curation.store import add_image
-    from loop.services import Services
+READ_ONLY_THEN_WRITABLE = """
+import subprocess, sqlite3, sys, threading
+from pathlib import Path
+from curation.store import add_image
+from loop.services import Services
 
-    services = Services.__new__(Services)
-    services.config = type("Config", (), {"db_path": tmp_path / "store.sqlite"})()
-    services.read_only, services._local = False, __import__("threading").local()
-    add_image(services.conn(), "a.png")
-    files = [tmp_path, *tmp_path.iterdir()]
-    for path in files:
-        path.chmod(0o555 if path.is_dir() else 0o444)
+folder = Path(sys.argv[1])
+def remount(mode):  # root ignores file modes: a read-only bind mount binds root too (EROFS)
+    subprocess.run(["mount", "-o", f"remount,{mode},bind", str(folder), str(folder)], check=True)
+
+services = Services.__new__(Services)  # only the store part: no model
+services.config = type("Config", (), {"db_path": folder / "store.sqlite"})()
+services.read_only, services._local = False, threading.local()
+add_image(services.conn(), "a.png")
+services.close_conn()  # the kernel refuses to remount a folder read-only while a file in it is open for writing
+remount("ro")
+failed = 0
+for n in range(3):
     try:
-        with pytest.raises(__import__("sqlite3").OperationalError):
-            for n in range(3):
-                add_image(services.conn(), f"ro{n}.png")
-    finally:
-        for path in files:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-    for n in range(20):  # every later write succeeds
-        add_image(services.conn(), f"w{n}.png")
-    assert services.conn().execute("SELECT count(*) FROM images").fetchone()[0] == 21
+        add_image(services.conn(), f"ro{n}.png")
+    except sqlite3.OperationalError:
+        failed += 1
+remount("rw")
+for n in range(20):  # every later write succeeds, on the same Services: no restart
+    add_image(services.conn(), f"w{n}.png")
+print(failed, services.conn().execute("SELECT count(*) FROM images").fetchone()[0])
+"""
+
+
+def test_a_read_only_folder_then_writable_again_without_a_restart(tmp_path):
+    """The folder turns read-only under a running app, then writable again: later writes all succeed."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount the folder read-only (file modes cannot be flipped mid-test here)")
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("no unshare/mount: cannot make a folder read-only for root")
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind '{folder}' '{folder}'"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no private mount namespace here: {probe.stderr.decode().strip()}")
+    script = tmp_path / "read_only_then_writable.py"
+    script.write_text(READ_ONLY_THEN_WRITABLE)
+    done = subprocess.run(["unshare", "-m", "sh", "-c",
+                           f"mount --bind '{folder}' '{folder}' && exec '{sys.executable}' '{script}' '{folder}'"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    failed, count = map(int, done.stdout.split())
+    assert failed == 3  # the check is real: while read-only every write failed
+    assert count == 21  # a.png + the 20 written after the folder became writable again
 
 
 def ended(process: psutil.Process, timeout: float) -> bool:
