@@ -14,7 +14,9 @@ captions alone give away).
 ``--folds K``: K-fold cross-validation by image, stratified by the records' ``class`` (each fold holds
 the same number of images of every class, ±1), seeded; each fold is held out once while the recipe
 trains on the other K − 1, and the table gives mean ± std (sample std over folds) of every metric.
-``--only_folds`` runs a subset (for screening); the summary then covers those folds only.
+``--only_folds`` runs a subset (for screening); the summary then covers those folds only. A fold whose
+``OUTPUT_DIR/foldK/learning_check.json`` was written by the same recipe text, ``--train_args`` and held-out
+images is reused, not retrained (so a screen on some folds can be completed later).
 """
 
 from __future__ import annotations
@@ -118,9 +120,23 @@ def run_split(train_raw: list[dict], test_raw: list[dict], out: Path, args: argp
     model, processor = load_checkpoint(out / "run" / "last", device="cpu")
     after = evaluate(model, processor, test_records, data_dir)
     result = {"train_seconds": train_seconds, "train_args": args.train_args, "config": args.config,
-              "untrained": before, "trained": after, "n_train": len(train_raw), "n_test": len(test_raw)}
+              "config_text": Path(args.config).read_text(encoding="utf-8"),
+              "test_images": sorted({r["image"] for r in test_raw}), "untrained": before, "trained": after,
+              "n_train": len(train_raw), "n_test": len(test_raw)}
     (out / "learning_check.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
+
+
+def reusable(out: Path, test_raw: list[dict], args: argparse.Namespace) -> dict | None:
+    """The fold's earlier result if the same recipe text, train args and held-out images made it."""
+    path = out / "learning_check.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    same = (result.get("config_text") == Path(args.config).read_text(encoding="utf-8")
+            and result.get("train_args") == args.train_args
+            and result.get("test_images") == sorted({r["image"] for r in test_raw}))
+    return result if same else None
 
 
 def print_split(result: dict) -> None:
@@ -170,7 +186,10 @@ def run_folds(raw: list[dict], args: argparse.Namespace) -> None:
         held_out = set(folds[f])
         train_raw = [r for r in raw if r["image"] not in held_out]
         test_raw = [r for r in raw if r["image"] in held_out]
-        results.append(run_split(train_raw, test_raw, out / f"fold{f}", args))
+        earlier = reusable(out / f"fold{f}", test_raw, args)
+        if earlier is not None:
+            print(f"fold{f}: reusing {out / f'fold{f}' / 'learning_check.json'}")
+        results.append(earlier or run_split(train_raw, test_raw, out / f"fold{f}", args))
         print_split(results[-1])
     summary = summarize(results)
     print_summary(summary, chosen)
