@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gradio as gr
 
 from loop import Services
-from ui.annotate import build_annotate_tab, empty_state
+from ui.annotate import empty_state
+from ui.annotate_tab import build_annotate_tab
 from ui.browse import build_browse_tab
-from ui.common import tr, user_errors
+from ui.common import KEY_LABELS, tr, user_errors
 from ui.data import build_data_tab
 from ui.models import build_models_tab
 from ui.train import build_train_tab
 
 _HERE = Path(__file__).parent
 # gradio runs one function on load: the key bindings, then the image zoom
-APP_JS = ("() => { (" + (_HERE / "keyboard.js").read_text(encoding="utf-8") + ")(); ("
-               + (_HERE / "zoom.js").read_text(encoding="utf-8") + ")(); }")
-CSS = "#caption-table td { font-size: 0.95em } .hidden-controls { display: none }"
+APP_JS = ("() => { (" + (_HERE / "keyboard.js").read_text(encoding="utf-8") + ")(" + json.dumps(KEY_LABELS)
+          + "); (" + (_HERE / "zoom.js").read_text(encoding="utf-8") + ")(); }")
+CJK_FONTS = '"Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif'
+CSS = (
+    "#caption-table td { font-size: 0.95em } .hidden-controls { display: none }"
+    " #caption-table mark { background: #ffe08a; color: inherit; padding: 0 2px; border-radius: 2px }"
+    " .key-settings-table td { padding: 2px 8px } .key-binding, .key-reset { border: 1px solid #999;"
+    " border-radius: 4px; padding: 0 8px; min-width: 4em }"
+    f" body, .gradio-container, button, input, textarea {{ font-family: var(--font), {CJK_FONTS} }}"
+)
 
 
 def build_ui(services: Services) -> gr.Blocks:
@@ -28,6 +37,7 @@ def build_ui(services: Services) -> gr.Blocks:
             gr.Markdown("## Remote Scorer")
             annotator = gr.Textbox(label=t("annotator"), elem_id="annotator-name", scale=1, max_lines=1)
         saved_name = gr.BrowserState("", storage_key="remote_scorer_annotator")
+        saved_advance = gr.BrowserState(False, storage_key="remote_scorer_accept_advances")
         with gr.Tabs() as tabs:
             with gr.Tab(t("tab_annotate"), id="annotate"):
                 annotate = build_annotate_tab(services, annotator)
@@ -41,14 +51,17 @@ def build_ui(services: Services) -> gr.Blocks:
                 models = build_models_tab(services)
         outputs = annotate.outputs
 
-        def on_load(saved: str, request: gr.Request):
+        def on_load(saved: str, advances: bool, request: gr.Request):
             who = (getattr(request, "username", None) or saved or "").strip()
             if not who:  # keep whatever the user may already have typed
-                return (gr.skip(), gr.skip(), *annotate.empty())
+                return (gr.skip(), gr.skip(), bool(advances), *annotate.empty())
             view = annotate.load_next(who, empty_state())
-            return (gr.update(value=who, interactive=not getattr(request, "username", None)), who, *view)
+            return (gr.update(value=who, interactive=not getattr(request, "username", None)), who, bool(advances),
+                    *view)
 
-        demo.load(user_errors(on_load), [saved_name], [annotator, saved_name, *outputs], api_name=False)
+        demo.load(user_errors(on_load), [saved_name, saved_advance],
+                  [annotator, saved_name, annotate.advance, *outputs], api_name=False)
+        annotate.advance.input(lambda v: v, annotate.advance, saved_advance, api_name=False)
 
         def on_name(who: str, state: dict):
             who = (who or "").strip()

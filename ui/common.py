@@ -30,8 +30,13 @@ EN = {
     "accept": "Accept (a)", "reject": "Reject (x)", "next": "Next / skip (space)", "undo": "Undo (backspace)",
     "edit_selected": "Edit the selected caption (e)", "save_edit": "Save edit",
     "add_caption": "Add a caption", "add": "Add",
-    "keys_help": "Keys: **↑/↓** or **j/k** select · **a** accept · **x** reject · **1–9** best · "
-                 "**space** next · **backspace** undo · **e** edit · **c** add a caption · **Esc** leaves a text box",
+    "keys_help": "Keys: **↑/↓** or **j/k** select · **a** accept · **x** reject · **1–9** best (row) · "
+                 "**space** next image · **p** or **←** previous image · **backspace** undo · **e** edit the "
+                 "selected caption · **c** add a caption · **Enter** saves the edit / adds the caption · "
+                 "**Shift+Enter** new line · **Esc** cancels the edit and leaves the box · **h** hide the caption · "
+                 "**H** hide the image · **?** the key settings (keys can be changed there)",
+    "previous": "Previous image (p)", "accept_advances": "Accept moves to the next image",
+    "hide_caption": "Hide caption (h)", "hide_image": "Hide image (H)", "key_settings": "Keys (change them here)",
     "query": "Describe what you look for", "search": "Search", "class": "Class", "status": "Status",
     "source": "Caption source", "results": "Results", "open_in_annotate": "Click an image to annotate it",
     "import_kind": "Import format", "server_path": "File on the server (under the image root)",
@@ -66,10 +71,14 @@ EN = {
     "verdict_accept": "accept", "verdict_reject": "reject", "verdict_best": "best", "verdict_edit": "edit",
     "queue_empty": "no image left in the queue", "opened_image": "opened image {id}",
     "skipped_unreadable": "skipped image {id} (`{path}`), it cannot be shown: {error}",
-    "saved_verdict": "saved: {verdict} · caption {caption}", "nothing_to_undo": "nothing left to undo",
-    "undone": "undone: {verdict} · caption {caption}", "saved_edit": "saved: edit · caption {old} → {new}",
-    "saved_new_caption": "saved: new caption {caption}", "generated": "generated {count} caption(s) with {source}",
-    "added_negatives": "added {count} hard negative(s) of caption {caption}: {sources}",
+    "caption_ref": "row {row} “{words}”", "caption_ref_hidden": "“{words}”",
+    "saved_verdict": "saved: {verdict} · {caption}", "nothing_to_undo": "nothing left to undo",
+    "undone": "undone: {verdict} · {caption}", "saved_edit": "saved: edit · {old} → {new}",
+    "saved_new_caption": "saved: new caption · {caption}", "generated": "generated {count} caption(s) with {source}",
+    "added_negatives": "added {count} hard negative(s) of {caption}: {sources}",
+    "no_previous_image": "no previous image in this session",
+    "hidden_caption": "hidden: {caption} (Browse › Hidden restores it)",
+    "hidden_image": "hidden: image {id} (Browse › Hidden restores it)",
     "err_name_required": "enter your name (annotator) first", "err_no_image": "no image is open",
     "err_no_caption_number": "image {image} has no caption number {number}",
     "err_generate_count": "number of captions to generate must be at least 1, got {n}",
@@ -107,8 +116,12 @@ ZH = {
     "image": "图像", "captions": "候选描述（按当前模型排序）",
     "accept": "接受 (a)", "reject": "拒绝 (x)", "next": "下一张 / 跳过 (空格)", "undo": "撤销 (退格)",
     "edit_selected": "编辑所选描述 (e)", "save_edit": "保存修改", "add_caption": "添加描述", "add": "添加",
-    "keys_help": "按键：**↑/↓** 或 **j/k** 选择 · **a** 接受 · **x** 拒绝 · **1–9** 最佳 · "
-                 "**空格** 下一张 · **退格** 撤销 · **e** 编辑 · **c** 添加描述 · **Esc** 离开文本框",
+    "keys_help": "按键：**↑/↓** 或 **j/k** 选择 · **a** 接受 · **x** 拒绝 · **1–9** 最佳（行）· "
+                 "**空格** 下一张 · **p** 或 **←** 上一张 · **退格** 撤销 · **e** 编辑所选描述 · **c** 添加描述 · "
+                 "**Enter** 保存修改 / 添加描述 · **Shift+Enter** 换行 · **Esc** 取消编辑并离开文本框 · "
+                 "**h** 隐藏描述 · **H** 隐藏图像 · **?** 按键设置（可在此修改按键）",
+    "previous": "上一张 (p)", "accept_advances": "接受后转到下一张",
+    "hide_caption": "隐藏描述 (h)", "hide_image": "隐藏图像 (H)", "key_settings": "按键（可在此修改）",
     "query": "描述你要找的内容", "search": "搜索", "class": "类别", "status": "状态", "source": "描述来源",
     "results": "结果", "open_in_annotate": "点击图像进行标注",
     "import_kind": "导入格式", "server_path": "服务器上的文件（图像根目录下）", "upload": "或上传文件",
@@ -137,10 +150,14 @@ ZH = {
     "verdict_accept": "接受", "verdict_reject": "拒绝", "verdict_best": "最佳", "verdict_edit": "编辑",
     "queue_empty": "队列中没有剩余图像", "opened_image": "已打开图像 {id}",
     "skipped_unreadable": "已跳过图像 {id}（`{path}`），无法显示：{error}",
-    "saved_verdict": "已保存：{verdict} · 描述 {caption}", "nothing_to_undo": "没有可撤销的操作",
-    "undone": "已撤销：{verdict} · 描述 {caption}", "saved_edit": "已保存：编辑 · 描述 {old} → {new}",
-    "saved_new_caption": "已保存：新描述 {caption}", "generated": "已用 {source} 生成 {count} 条描述",
-    "added_negatives": "已为描述 {caption} 添加 {count} 条困难负例：{sources}",
+    "caption_ref": "第 {row} 行“{words}”", "caption_ref_hidden": "“{words}”",
+    "saved_verdict": "已保存：{verdict} · {caption}", "nothing_to_undo": "没有可撤销的操作",
+    "undone": "已撤销：{verdict} · {caption}", "saved_edit": "已保存：编辑 · {old} → {new}",
+    "saved_new_caption": "已保存：新描述 · {caption}", "generated": "已用 {source} 生成 {count} 条描述",
+    "added_negatives": "已为{caption}添加 {count} 条困难负例：{sources}",
+    "no_previous_image": "本次会话中没有上一张图像",
+    "hidden_caption": "已隐藏：{caption}（可在“浏览 › 已隐藏”中恢复）",
+    "hidden_image": "已隐藏：图像 {id}（可在“浏览 › 已隐藏”中恢复）",
     "err_name_required": "请先输入你的名字（标注者）", "err_no_image": "没有打开的图像",
     "err_no_caption_number": "图像 {image} 没有第 {number} 条描述",
     "err_generate_count": "生成描述的数量至少为 1，收到 {n}",
@@ -166,6 +183,19 @@ ZH = {
     "export_summary": "{kind}：{records} 条记录 → {file}",
     "active_model_is": "当前模型：v{model}", "err_choose_model": "请选择一个模型版本",
     "err_choose_two": "请选择两个已有的模型版本（收到 {a} 和 {b}）",
+}
+
+# The key settings panel's names of the actions (keyboard.js gets them as JSON).
+KEY_LABELS = {
+    "en": {"up": "Select the row above", "down": "Select the row below", "accept": "Accept", "reject": "Reject",
+           "next": "Next image / skip", "previous": "Previous image", "undo": "Undo", "edit": "Edit the caption",
+           "add": "Add a caption", "hide_caption": "Hide the caption", "hide_image": "Hide the image",
+           "settings": "Open these settings", "best": "Best: row", "press_key": "press a key…",
+           "reset_keys": "Reset to the default keys"},
+    "zh": {"up": "选择上一行", "down": "选择下一行", "accept": "接受", "reject": "拒绝", "next": "下一张 / 跳过",
+           "previous": "上一张", "undo": "撤销", "edit": "编辑描述", "add": "添加描述", "hide_caption": "隐藏描述",
+           "hide_image": "隐藏图像", "settings": "打开按键设置", "best": "最佳：第几行", "press_key": "请按一个键…",
+           "reset_keys": "恢复默认按键"},
 }
 
 # Keys are prefixed so they never collide with gradio's own translation keys (e.g. "image").
