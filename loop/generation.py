@@ -147,6 +147,7 @@ class GenerationJob:
     error: str = ""
     skipped: dict[str, str] = field(default_factory=dict)  # image path → why no caption was generated for it
     started: float = field(default_factory=time.time)
+    finished: float | None = None  # when the job ended: its time stops counting
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -162,7 +163,7 @@ class GenerationSnapshot:
     error: str
     output: str  # the JSON Lines file
     skipped: dict[str, str]  # image path → why no caption was generated for it
-    elapsed: float  # seconds since the job started
+    elapsed: float  # seconds the job took, or has taken so far
 
 
 class GenerationJobs:
@@ -201,7 +202,7 @@ class GenerationJobs:
                 return None
             job = self.jobs[max(self.jobs)]
             return GenerationSnapshot(job.job_id, job.status, job.done, job.total, job.summary, job.error,
-                                      job.output, dict(job.skipped), time.time() - job.started)
+                                      job.output, dict(job.skipped), (job.finished or time.time()) - job.started)
 
     def _run(self, job: GenerationJob) -> None:
         """Generate, then import whatever was written (also after a failure or a cancel)."""
@@ -217,6 +218,7 @@ class GenerationJobs:
             except Exception:  # noqa: BLE001 - as above
                 errors.append(traceback.format_exc())
                 log.exception("generation job %d: importing %s failed", job.job_id, job.output)
+            job.finished = time.time()
             if errors:
                 job.error, job.status = "\n".join(errors), "failed"
             else:

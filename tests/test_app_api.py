@@ -237,6 +237,23 @@ def test_import_upload_and_export_every_format(client, served, tmp_path):
     assert len(json.loads(Path(path).read_text())) == int(summary.split(": ")[1].split(" ")[0])
 
 
+def test_the_hugging_face_exports_open_with_datasets(client, served, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from curation.exporters import best_captions
+
+    best = {b.image: b.caption for b in best_captions(served[1].conn())}
+    path, _ = client.predict("hf-parquet", False, api_name="/export")
+    table = datasets.load_dataset("parquet", data_files=path, split="train")
+    zipped, _ = client.predict("hf-dataset", False, api_name="/export")
+    shutil.unpack_archive(zipped, tmp_path)
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    on_disk = datasets.load_from_disk(str(folder))
+    for ds in (table, on_disk):
+        assert {"image", "best_caption", "accepted", "rejected"} <= set(ds.column_names)
+        assert len(ds) >= len(best) > 0 and ds[0]["image"].size[0] > 0  # decoded as a picture
+        assert sorted(c for c in ds["best_caption"] if c) == sorted(best.values())
+
+
 def test_generate_candidates_for_the_open_image(client, served):
     _, services = served
     out = start(client, "writer")
@@ -647,6 +664,13 @@ def test_train_cancel_then_auto_promote_then_promote_by_hand_and_roll_back(clien
     assert promotion["auto_promoted"] and promotion["metric"] == "mean_accuracy"
     assert (round(promotion["new"], 4), round(promotion["active"], 4)) == (new, active)
     assert list_training_runs(services.conn())[-1].metrics["promotion"]["promoted"] is True
+    comparison, note = client.predict(before_model, new_model, api_name="/compare")  # on the run's held-out set
+    numbers = {row[0]: row[1:] for row in comparison["data"]}
+    assert numbers["mean_accuracy"] == [active, new] and "training run" in note
+    models = client.predict(api_name="/models")[0]
+    assert "mean_accuracy" in models["headers"] and "metrics" not in models["headers"]
+    time.sleep(1.5)  # a finished run's time stops counting
+    assert client.predict(api_name="/train_poll")[1].split("·")[2] == out[1].split("·")[2]
     after = client.predict("prober", probe_id, api_name="/open_image")
     after_scores = {c["text"]: round(c["score"], 4) for c in after["captions"]}
     assert after_scores.keys() == before_scores.keys() and after_scores != before_scores

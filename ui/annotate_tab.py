@@ -30,6 +30,8 @@ from ui.captions import TABLE_DATATYPES
 from ui.common import say, tr, user_errors
 
 TABLE_COLUMNS = ["", "#", "caption", "score", "source", "my verdict"]
+# every row rendered (the table virtualizes rows outside its own scroll area): the page scrolls to the selected row
+TABLE_MAX_HEIGHT = 20_000
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class AnnotateTab:
 def _caption_panel(t) -> dict:
     """The table, the verdict buttons and the text boxes (the right-hand column)."""
     w = {"table": gr.Dataframe(headers=TABLE_COLUMNS, datatype=TABLE_DATATYPES, interactive=False, wrap=True,
-                               label=t("captions"), elem_id="caption-table", max_height=420,
+                               label=t("captions"), elem_id="caption-table", max_height=TABLE_MAX_HEIGHT,
                                column_widths=["3%", "4%", "57%", "10%", "10%", "16%"])}
     with gr.Row():
         w["accept"] = gr.Button(t("accept"), elem_id="btn-accept", variant="primary")

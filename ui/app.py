@@ -14,6 +14,7 @@ from ui.browse import build_browse_tab
 from ui.common import KEY_LABELS, tr, user_errors
 from ui.data import build_data_tab
 from ui.models import build_models_tab
+from ui.review import build_review_tab
 from ui.train import build_train_tab
 
 _HERE = Path(__file__).parent
@@ -27,6 +28,14 @@ CSS = (
     " .key-settings-table td { padding: 2px 8px } .key-binding, .key-reset { border: 1px solid #999;"
     " border-radius: 4px; padding: 0 8px; min-width: 4em }"
     f" body, .gradio-container, button, input, textarea {{ font-family: var(--font), {CJK_FONTS} }}"
+    # every metric curve visible where two coincide: the first wide and light, the next ones dashed over it
+    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(1) { stroke-width: 5px;"
+    " stroke-opacity: .5 }"
+    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(2) { stroke-dasharray: 8 4 }"
+    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(3) { stroke-dasharray: 2 3 }"
+    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(4) { stroke-dasharray: 10 3 2 3 }"
+    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(n+5) { stroke-dasharray: 4 2 }"
+    " .review-side-by-side td, .review-side-by-side th { vertical-align: top; padding: 4px 8px }"
 )
 
 
@@ -34,7 +43,7 @@ def build_ui(services: Services) -> gr.Blocks:
     t = tr
     with gr.Blocks(title="Remote Scorer") as demo:
         with gr.Row():
-            gr.Markdown("## Remote Scorer")
+            gr.Markdown("## " + t("title"), elem_id="app-title")
             annotator = gr.Textbox(label=t("annotator"), elem_id="annotator-name", scale=1, max_lines=1)
         saved_name = gr.BrowserState("", storage_key="remote_scorer_annotator")
         saved_advance = gr.BrowserState(False, storage_key="remote_scorer_accept_advances")
@@ -42,9 +51,11 @@ def build_ui(services: Services) -> gr.Blocks:
             with gr.Tab(t("tab_annotate"), id="annotate"):
                 annotate = build_annotate_tab(services, annotator)
             with gr.Tab(t("tab_browse"), id="browse") as browse_tab:
-                browse = build_browse_tab(services)
-            with gr.Tab(t("tab_data"), id="data"):
-                build_data_tab(services)
+                browse = build_browse_tab(services, annotator)
+            with gr.Tab(t("tab_review"), id="review") as review_tab:
+                review = build_review_tab(services, annotator)
+            with gr.Tab(t("tab_data"), id="data") as data_tab:
+                data = build_data_tab(services)
             with gr.Tab(t("tab_train"), id="train") as train_tab:
                 train = build_train_tab(services)
             with gr.Tab(t("tab_models"), id="models") as models_tab:
@@ -69,8 +80,9 @@ def build_ui(services: Services) -> gr.Blocks:
                 return (who, *[gr.skip()] * len(outputs))
             return (who, *annotate.load_next(who, state))
 
+        # Enter both submits and (focus to the captions) blurs the box: one call, not two racing ones
         gr.on([annotator.submit, annotator.blur], user_errors(on_name), [annotator, annotate.state],
-              [saved_name, *outputs], api_name="start")
+              [saved_name, *outputs], api_name="start", trigger_mode="once")
 
         def open_from_gallery(who: str, state: dict, ids: list[int], evt: gr.SelectData):
             return (gr.Tabs(selected="annotate"), *annotate.open(who, state, ids[evt.index]))
@@ -78,6 +90,9 @@ def build_ui(services: Services) -> gr.Blocks:
         browse.gallery.select(user_errors(open_from_gallery), [annotator, annotate.state, browse.ids],
                               [tabs, *outputs], api_name=False)
         browse_tab.select(browse.refresh, None, browse.filters, api_name=False)
+        review_tab.select(review.refresh, review.refresh_inputs, review.refresh_outputs, api_name=False)
         models_tab.select(models.refresh, None, models.refresh_outputs, api_name=False)
-        train_tab.select(train.refresh, train.refresh_inputs, train.refresh_outputs, api_name=False)
+        train_tab.select(train.refresh, train.refresh_inputs, train.refresh_outputs, api_name=False).then(
+            lambda: gr.Timer(active=True), None, train.timer, api_name=False)  # one poll; on while a run runs
+        data_tab.select(lambda: gr.Timer(active=True), None, data.timer, api_name=False)
     return demo

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -106,6 +107,37 @@ EN = {
     "generation_skipped": "no captions for {count} image(s) that cannot be read: {files}",
     "err_import_source": "give a file on the server (relative to the image root) or upload one",
     "export_summary": "{kind}: {records} records → {file}",
+    "hidden_items": "Hidden images and captions", "hidden_choice": "Hidden item to restore", "restore": "Restore",
+    "item_image": "image", "item_caption": "caption", "restored": "restored: {item} {id}",
+    "err_choose_hidden": "choose a hidden image or caption to restore",
+    "tab_review": "Review", "include_resolved": "Show resolved items too", "review_items": "Items to review",
+    "review_which": "Caption", "review_verdict": "Your verdict", "review_note": "Note (optional)",
+    "resolve": "Resolve", "annotator_progress": "**Annotators: progress and agreement**",
+    "kind_disagreement": "annotators disagree", "kind_best-pick": "best picks differ",
+    "kind_model-contradiction": "contradicts the model",
+    "review_caption": "caption {n}", "review_verdicts": "verdicts", "review_model": "model",
+    "review_resolution": "resolution", "review_score": "score {score:.3f} · rank {rank}",
+    "agreement_line": "Cohen's κ (all pairs pooled): **{kappa}** on {items} shared items",
+    "resolved": "resolved: {verdict} · caption {caption} of image {image} (its triplets follow)",
+    "err_no_review_item": "there is no review item number {number}; refresh the list",
+    "err_choose_review_item": "choose an item in the list first",
+    "err_not_reviewer": "only a reviewer may resolve review items",
+    "col_active": "active", "col_created": "created", "col_parent": "parent", "col_run": "run", "col_path": "path",
+    "col_metric": "metric", "active_suffix": " (active)",
+    "compare_same_set": "both measured on the held-out triplets of training run {run}",
+    "compare_different_sets": "no run evaluated both: each version's latest held-out numbers ({runs}), on "
+                              "different held-out sets",
+    "export_kinds_help": (
+        "- **triplets** — triplets (image, positive, negative), one per record: what train.py reads\n"
+        "- **seed-triplets** — one record per image: the best caption and its negatives (the original format)\n"
+        "- **best-captions** / **-csv** / **-parquet** — the best caption of each image as JSON, CSV or Parquet\n"
+        "- **decisions-csv** / **-parquet** — every caption with each annotator's latest verdict\n"
+        "- **hf-dataset** — a Hugging Face dataset folder, zipped (`datasets.load_from_disk` once unzipped): "
+        "image, best caption, accepted and rejected captions\n"
+        "- **hf-parquet** — the same dataset as one Parquet file (`datasets.load_dataset(\"parquet\", ...)`)"),
+    "active_model_choice": "active model", "triplets_all": "all", "triplets_human": "human only",
+    "plot_loss": "loss", "plot_accuracy": "accuracy", "axis_step": "step", "axis_value": "value",
+    "axis_series": "series", "col_active_model": "active", "col_new_model": "new", "error_title": "Error",
     "active_model_is": "active model: v{model}", "err_choose_model": "choose a model version",
     "err_choose_two": "choose two existing model versions (got {a} and {b})",
 }
@@ -181,6 +213,35 @@ ZH = {
     "generation_skipped": "{count} 张图像无法读取，未生成描述：{files}",
     "err_import_source": "请给出服务器上的文件（相对于图像根目录）或上传文件",
     "export_summary": "{kind}：{records} 条记录 → {file}",
+    "hidden_items": "已隐藏的图像和描述", "hidden_choice": "要恢复的隐藏项", "restore": "恢复",
+    "item_image": "图像", "item_caption": "描述", "restored": "已恢复：{item} {id}",
+    "err_choose_hidden": "请选择要恢复的隐藏图像或描述",
+    "tab_review": "审核", "include_resolved": "同时显示已解决的条目", "review_items": "待审核条目",
+    "review_which": "描述", "review_verdict": "你的判定", "review_note": "备注（可选）",
+    "resolve": "裁定", "annotator_progress": "**标注者：进度与一致性**",
+    "kind_disagreement": "标注者意见不一", "kind_best-pick": "最佳选择不同", "kind_model-contradiction": "与模型相悖",
+    "review_caption": "描述 {n}", "review_verdicts": "判定", "review_model": "模型", "review_resolution": "裁定",
+    "review_score": "分数 {score:.3f} · 排名 {rank}",
+    "agreement_line": "Cohen κ（所有标注者对合并）：**{kappa}**，共 {items} 个共同条目",
+    "resolved": "已裁定：{verdict} · 图像 {image} 的描述 {caption}（三元组随之更新）",
+    "err_no_review_item": "没有第 {number} 个审核条目；请刷新列表",
+    "err_choose_review_item": "请先在列表中选择一个条目",
+    "err_not_reviewer": "只有审核员可以裁定审核条目",
+    "col_active": "当前", "col_created": "创建时间", "col_parent": "父版本", "col_run": "训练任务", "col_path": "路径",
+    "col_metric": "指标", "active_suffix": "（当前）",
+    "compare_same_set": "两者均在训练任务 {run} 的留出三元组上测得",
+    "compare_different_sets": "没有同时评估两者的任务：各版本最近的留出集结果（{runs}），留出集不同",
+    "export_kinds_help": (
+        "- **triplets** — 三元组（图像、正例、负例），每条一个：train.py 读取的格式\n"
+        "- **seed-triplets** — 每张图像一条：最佳描述及其负例（原项目的格式）\n"
+        "- **best-captions** / **-csv** / **-parquet** — 每张图像的最佳描述，JSON、CSV 或 Parquet\n"
+        "- **decisions-csv** / **-parquet** — 每条描述及每位标注者的最新判定\n"
+        "- **hf-dataset** — Hugging Face 数据集文件夹，打包为 zip（解压后用 `datasets.load_from_disk` 打开）："
+        "图像、最佳描述、接受与拒绝的描述\n"
+        "- **hf-parquet** — 同一数据集的单个 Parquet 文件（`datasets.load_dataset(\"parquet\", ...)`）"),
+    "active_model_choice": "当前模型", "triplets_all": "全部", "triplets_human": "仅人工",
+    "plot_loss": "损失", "plot_accuracy": "准确率", "axis_step": "步数", "axis_value": "数值", "axis_series": "曲线",
+    "col_active_model": "当前模型", "col_new_model": "新模型", "error_title": "错误",
     "active_model_is": "当前模型：v{model}", "err_choose_model": "请选择一个模型版本",
     "err_choose_two": "请选择两个已有的模型版本（收到 {a} 和 {b}）",
 }
@@ -197,6 +258,20 @@ KEY_LABELS = {
            "hide_image": "隐藏图像", "settings": "打开按键设置", "best": "最佳：第几行", "press_key": "请按一个键…",
            "reset_keys": "恢复默认按键"},
 }
+
+# Words of metric names (``val/hard_accuracy``, ``held_out_mean_accuracy``) in Chinese; loss names stay as
+# they are (InfoNCE, SigLIP, focal triplet are proper names).
+METRIC_WORDS_ZH = {"loss": "损失", "accuracy": "准确率", "hard": "困难", "mean": "平均", "val": "验证", "train": "训练",
+                   "held": "留出", "out": "集", "total": "总", "recall": "召回率", "margin": "间隔", "top1": "首位",
+                   "easy": "简单", "lr": "学习率", "rank": "排名", "pairs": "对"}
+
+
+def metric_label(name: str) -> str:
+    """A metric's name as the UI shows it: as is in English, word by word in Chinese."""
+    if _language.get() != "zh":
+        return name
+    return re.sub(r"[A-Za-z0-9]+", lambda m: METRIC_WORDS_ZH.get(m.group(0), m.group(0)), name)
+
 
 # Keys are prefixed so they never collide with gradio's own translation keys (e.g. "image").
 I18N = gr.I18n(en={f"rs_{k}": v for k, v in EN.items()}, zh={f"rs_{k}": v for k, v in ZH.items()})
@@ -288,6 +363,6 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except USER_ERRORS as error:
             log.info("user error in %s: %s", getattr(fn, "__name__", fn), error)
-            raise gr.Error(str(error)) from error
+            raise gr.Error(str(error), title=say("error_title")) from error
 
     return localized(wrapper)

@@ -46,7 +46,8 @@
   document.addEventListener("keydown", (event) => {
     const el = event.target;
     if (capturing) { capture(event); return; }
-    const typing = el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+    const typing = el && (el.isContentEditable || ["TEXTAREA", "SELECT"].includes(el.tagName)
+      || (el.tagName === "INPUT" && !["checkbox", "radio", "button", "range"].includes(el.type)));
     if (typing) {
       const holder = el.closest("[id]");
       const box = holder && Object.keys(BOXES).find((id) => el.closest("#" + id));
@@ -127,9 +128,9 @@
   // -- keep the selected row in view; fill the settings panel when gradio renders it -------------------------
   let lastSelected = "";
   const scrollToSelected = () => {  // only when the selection (or the image) changed: the user may scroll
-    const row = [...document.querySelectorAll("#caption-table tbody tr")]
-      .find((tr) => (tr.querySelector("td")?.innerText || "").trim() === "▶");
-    const key = row ? row.rowIndex + "|" + (document.getElementById("annotate-info")?.innerText || "") : "";
+    const row = [...document.querySelectorAll("#caption-table [role=row][data-index]")]
+      .find((r) => (r.querySelector("[role=gridcell]")?.innerText || "").trim() === "▶");
+    const key = row ? row.dataset.index + "|" + (document.getElementById("annotate-info")?.innerText || "") : "";
     if (row && key !== lastSelected && annotateVisible()) row.scrollIntoView({ block: "nearest" });
     lastSelected = key;
   };
