@@ -14,12 +14,12 @@ from curation.stats import stats
 from curation.views import STATUSES, ImageFilter, list_images
 from loop import Services
 from scorer import cosine_scores
-from ui.common import localized, say, tr, user_errors
+from ui.common import headers, localized, say, tr, user_errors
 
 RESULT_LIMIT = 48
 ANY = "(any)"
-COLUMNS = ["id", "path", "class", "captions", "annotators", "score"]
-HIDDEN_COLUMNS = ["item", "id", "image", "caption", "hidden by", "when"]
+COLUMNS = ("id", "path", "class", "captions", "annotators", "score")
+HIDDEN_COLUMNS = ("item", "id", "image", "caption", "hidden_by", "when")
 
 
 def filter_choices(services: Services) -> dict[str, list[str]]:
@@ -59,7 +59,7 @@ def search(services: Services, query: str, cls: str | None = None, status: str |
     order = order[:limit]
     table = pd.DataFrame(
         [[rows[i].id, rows[i].path, rows[i].cls, rows[i].n_captions, rows[i].n_annotators, round(scores[i], 4)]
-         for i in order], columns=COLUMNS)
+         for i in order], columns=headers(*COLUMNS))
     gallery = [(paths[i], f"{rows[i].id} · {rows[i].cls or ''}") for i in order]
     return table, gallery, [rows[i].id for i in order]
 
@@ -68,7 +68,7 @@ def hidden_table(services: Services) -> tuple[pd.DataFrame, dict]:
     """The hidden images and captions (who hid them, when), and the Restore choices ("caption 57 · …")."""
     items = hidden_items(services.conn())
     table = pd.DataFrame([[say(f"item_{h.item}"), h.item_id, h.image, h.text or "", h.who, h.hidden_at[:19]]
-                          for h in items], columns=HIDDEN_COLUMNS)
+                          for h in items], columns=headers(*HIDDEN_COLUMNS))
     choices = [(f"{say(f'item_{h.item}')} {h.item_id} · {(h.text or h.image)[:60]}", f"{h.item}:{h.item_id}")
                for h in items]
     return table, gr.update(choices=choices, value=None)
@@ -99,7 +99,7 @@ class BrowseTab:
 
 def _hidden_section(services: Services, annotator: gr.Textbox) -> list:
     with gr.Accordion(tr("hidden_items"), open=False, elem_id="hidden-panel"):
-        table = gr.Dataframe(headers=HIDDEN_COLUMNS, interactive=False, wrap=True, elem_id="hidden-table")
+        table = gr.Dataframe(interactive=False, wrap=True, elem_id="hidden-table")
         with gr.Row():
             choice = gr.Dropdown([], label=tr("hidden_choice"), elem_id="hidden-choice", scale=3)
             restore_btn = gr.Button(tr("restore"), elem_id="btn-restore", scale=1)
@@ -124,7 +124,7 @@ def build_browse_tab(services: Services, annotator: gr.Textbox) -> BrowseTab:
     ids = gr.State([])
     gallery = gr.Gallery(label=t("open_in_annotate"), columns=6, height=420, allow_preview=False,
                          elem_id="search-gallery")
-    table = gr.Dataframe(headers=COLUMNS, interactive=False, label=t("results"), elem_id="search-table")
+    table = gr.Dataframe(interactive=False, label=t("results"), elem_id="search-table")
     hidden_outputs = _hidden_section(services, annotator)
 
     def run(q, c, s, a, src, progress=gr.Progress()):

@@ -70,6 +70,7 @@ EN = {
     "col_caption": "caption", "col_score": "score", "col_source": "source", "col_verdict": "my verdict",
     "mark_accept": "✓ accept", "mark_reject": "✗ reject", "mark_best": "★ best",
     "verdict_accept": "accept", "verdict_reject": "reject", "verdict_best": "best", "verdict_edit": "edit",
+    "verdict_clear": "clear (annotators' verdicts count again)",
     "queue_empty": "no image left in the queue", "opened_image": "opened image {id}",
     "skipped_unreadable": "skipped image {id} (`{path}`), it cannot be shown: {error}",
     "caption_ref": "row {row} “{words}”", "caption_ref_hidden": "“{words}”",
@@ -115,6 +116,8 @@ EN = {
     "resolve": "Resolve", "annotator_progress": "**Annotators: progress and agreement**",
     "kind_disagreement": "annotators disagree", "kind_best-pick": "best picks differ",
     "kind_model-contradiction": "contradicts the model",
+    "reason_disagreement": "verdicts differ: {said}", "reason_best_pick": "best picks differ: {who}",
+    "reason_contradiction": "{said}, yet the model ranks it {rank} (score {score:.3f} against {other:.3f})",
     "review_caption": "caption {n}", "review_verdicts": "verdicts", "review_model": "model",
     "review_resolution": "resolution", "review_score": "score {score:.3f} · rank {rank}",
     "agreement_line": "Cohen's κ (all pairs pooled): **{kappa}** on {items} shared items",
@@ -122,7 +125,7 @@ EN = {
     "err_no_review_item": "there is no review item number {number}; refresh the list",
     "err_choose_review_item": "choose an item in the list first",
     "err_not_reviewer": "only a reviewer may resolve review items",
-    "col_active": "active", "col_created": "created", "col_parent": "parent", "col_run": "run", "col_path": "path",
+    "col_active": "active", "col_created": "created", "col_parent": "parent", "col_run": "run",
     "col_metric": "metric", "active_suffix": " (active)",
     "compare_same_set": "both measured on the held-out triplets of training run {run}",
     "compare_different_sets": "no run evaluated both: each version's latest held-out numbers ({runs}), on "
@@ -130,14 +133,22 @@ EN = {
     "export_kinds_help": (
         "- **triplets** — triplets (image, positive, negative), one per record: what train.py reads\n"
         "- **seed-triplets** — one record per image: the best caption and its negatives (the original format)\n"
-        "- **best-captions** / **-csv** / **-parquet** — the best caption of each image as JSON, CSV or Parquet\n"
-        "- **decisions-csv** / **-parquet** — every caption with each annotator's latest verdict\n"
+        "- **best-captions**, **best-captions-csv**, **best-captions-parquet** — the best caption of each image "
+        "as JSON, CSV or Parquet\n"
+        "- **decisions-csv**, **decisions-parquet** — every caption with each annotator's latest verdict\n"
         "- **hf-dataset** — a Hugging Face dataset folder, zipped (`datasets.load_from_disk` once unzipped): "
         "image, best caption, accepted and rejected captions\n"
         "- **hf-parquet** — the same dataset as one Parquet file (`datasets.load_dataset(\"parquet\", ...)`)"),
     "active_model_choice": "active model", "triplets_all": "all", "triplets_human": "human only",
     "plot_loss": "loss", "plot_accuracy": "accuracy", "axis_step": "step", "axis_value": "value",
     "axis_series": "series", "col_active_model": "active", "col_new_model": "new", "error_title": "Error",
+    "col_id": "id", "col_path": "path", "col_class": "class", "col_captions": "captions",
+    "col_annotators": "annotators", "col_item": "item", "col_image": "image", "col_hidden_by": "hidden by",
+    "col_when": "when", "col_kind": "kind", "col_reason": "reason", "col_number": "#", "col_annotator": "annotator",
+    "col_decisions": "decisions", "col_images": "images", "col_accept": "accept", "col_reject": "reject",
+    "col_best": "best", "col_edit": "edit", "col_undone": "undone", "col_last": "last action",
+    "col_annotator_a": "annotator A", "col_annotator_b": "annotator B", "col_kappa": "κ", "col_items": "items",
+    "col_agreed": "agreed", "col_row": "row",
     "active_model_is": "active model: v{model}", "err_choose_model": "choose a model version",
     "err_choose_two": "choose two existing model versions (got {a} and {b})",
 }
@@ -180,6 +191,7 @@ ZH = {
     "col_caption": "描述", "col_score": "分数", "col_source": "来源", "col_verdict": "我的判定",
     "mark_accept": "✓ 接受", "mark_reject": "✗ 拒绝", "mark_best": "★ 最佳",
     "verdict_accept": "接受", "verdict_reject": "拒绝", "verdict_best": "最佳", "verdict_edit": "编辑",
+    "verdict_clear": "清除（标注者的判定重新生效）",
     "queue_empty": "队列中没有剩余图像", "opened_image": "已打开图像 {id}",
     "skipped_unreadable": "已跳过图像 {id}（`{path}`），无法显示：{error}",
     "caption_ref": "第 {row} 行“{words}”", "caption_ref_hidden": "“{words}”",
@@ -220,6 +232,8 @@ ZH = {
     "review_which": "描述", "review_verdict": "你的判定", "review_note": "备注（可选）",
     "resolve": "裁定", "annotator_progress": "**标注者：进度与一致性**",
     "kind_disagreement": "标注者意见不一", "kind_best-pick": "最佳选择不同", "kind_model-contradiction": "与模型相悖",
+    "reason_disagreement": "判定不一：{said}", "reason_best_pick": "最佳选择不同：{who}",
+    "reason_contradiction": "{said}，但模型将其排在第 {rank} 位（分数 {score:.3f}，对比 {other:.3f}）",
     "review_caption": "描述 {n}", "review_verdicts": "判定", "review_model": "模型", "review_resolution": "裁定",
     "review_score": "分数 {score:.3f} · 排名 {rank}",
     "agreement_line": "Cohen κ（所有标注者对合并）：**{kappa}**，共 {items} 个共同条目",
@@ -234,14 +248,23 @@ ZH = {
     "export_kinds_help": (
         "- **triplets** — 三元组（图像、正例、负例），每条一个：train.py 读取的格式\n"
         "- **seed-triplets** — 每张图像一条：最佳描述及其负例（原项目的格式）\n"
-        "- **best-captions** / **-csv** / **-parquet** — 每张图像的最佳描述，JSON、CSV 或 Parquet\n"
-        "- **decisions-csv** / **-parquet** — 每条描述及每位标注者的最新判定\n"
+        "- **best-captions**, **best-captions-csv**, **best-captions-parquet** — "
+        "每张图像的最佳描述，JSON、CSV 或 Parquet\n"
+        "- **decisions-csv**, **decisions-parquet** — 每条描述及每位标注者的最新判定\n"
         "- **hf-dataset** — Hugging Face 数据集文件夹，打包为 zip（解压后用 `datasets.load_from_disk` 打开）："
         "图像、最佳描述、接受与拒绝的描述\n"
         "- **hf-parquet** — 同一数据集的单个 Parquet 文件（`datasets.load_dataset(\"parquet\", ...)`）"),
     "active_model_choice": "当前模型", "triplets_all": "全部", "triplets_human": "仅人工",
     "plot_loss": "损失", "plot_accuracy": "准确率", "axis_step": "步数", "axis_value": "数值", "axis_series": "曲线",
     "col_active_model": "当前模型", "col_new_model": "新模型", "error_title": "错误",
+    "col_id": "编号", "col_class": "类别", "col_captions": "描述数", "col_annotators": "标注者数",
+    "col_item": "类型", "col_image": "图像", "col_hidden_by": "隐藏者", "col_when": "时间", "col_kind": "种类",
+    "col_reason": "原因", "col_number": "#", "col_annotator": "标注者", "col_decisions": "判定数",
+    "col_images": "图像数",
+    "col_accept": "接受", "col_reject": "拒绝", "col_best": "最佳", "col_edit": "编辑", "col_undone": "撤销",
+    "col_last": "最近操作", "col_annotator_a": "标注者 A", "col_annotator_b": "标注者 B", "col_kappa": "κ",
+    "col_items": "条目",
+    "col_agreed": "一致", "col_row": "行",
     "active_model_is": "当前模型：v{model}", "err_choose_model": "请选择一个模型版本",
     "err_choose_two": "请选择两个已有的模型版本（收到 {a} 和 {b}）",
 }
@@ -291,6 +314,11 @@ def say(key: str, **values) -> str:
     if key not in EN:
         raise ValueError(f"no UI text named {key!r}")
     return TEXTS[_language.get()].get(key, EN[key]).format(**values)
+
+
+def headers(*keys: str) -> list[str]:
+    """Table column names ``col_<key>`` in the language of the request being handled."""
+    return [say(f"col_{key}") for key in keys]
 
 
 def accepted_language(header: str | None) -> str:

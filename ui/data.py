@@ -16,7 +16,7 @@ from curation.importers import IMPORTERS, ImportOptions, import_file
 from curation.triplets import TripletFilter
 from loop import SCOPES, GenerateForm, Services
 from scorer.generation import LANGUAGES, STYLES
-from ui.common import localized, say, tr, user_errors
+from ui.common import headers, localized, say, tr, user_errors
 
 FILE_EXPORTS = list(EXPORTS)  # every kind; a folder (the Hugging Face dataset) is downloaded as a .zip
 POLL_SECONDS = 1.0
@@ -34,7 +34,7 @@ def import_data(services: Services, kind: str, server_path: str | None, upload: 
         raise ValueError(say("err_import_source"))
     report = import_file(services.conn(), kind, path, ImportOptions(image_root=services.image_root), progress)
     services.queue_scorer.start()  # new captions: score them for the queue
-    skipped = pd.DataFrame([[s.row, s.reason] for s in report.skipped], columns=["row", "reason"])
+    skipped = pd.DataFrame([[s.row, s.reason] for s in report.skipped], columns=headers("row", "reason"))
     return report.summary(), skipped
 
 
@@ -104,7 +104,7 @@ def build_data_tab(services: Services) -> DataTab:
             upload = gr.File(label=t("upload"), file_types=[".json", ".jsonl", ".csv"], type="filepath")
             import_btn = gr.Button(t("import"), variant="primary", elem_id="btn-import")
             summary = gr.Markdown(elem_id="import-summary")
-            skipped = gr.Dataframe(headers=["row", "reason"], label=t("import_report"), interactive=False)
+            skipped = gr.Dataframe(label=t("import_report"), interactive=False)
         with gr.Column():
             export_kind = gr.Dropdown(FILE_EXPORTS, value="triplets", label=t("export_kind"), elem_id="export-kind")
             gr.Markdown(t("export_kinds_help"), elem_id="export-kinds-help")
@@ -139,7 +139,7 @@ def build_data_tab(services: Services) -> DataTab:
         return import_data(services, k, server, up, lambda d, n: progress((d, n), desc="importing"))
 
     # an earlier import's summary (or error) is cleared first: what shows is about this import
-    import_btn.click(lambda: ("", pd.DataFrame(columns=["row", "reason"])), None, [summary, skipped],
+    import_btn.click(lambda: ("", None), None, [summary, skipped],
                      api_name=False, queue=False).then(user_errors(run_import), [kind, server_path, upload],
                                                        [summary, skipped], api_name="import")
     export_btn.click(user_errors(lambda k, h: export_data(services, k, h)), [export_kind, human_only],

@@ -126,13 +126,15 @@
   }
 
   // -- keep the selected row in view; fill the settings panel when gradio renders it -------------------------
-  let lastSelected = "";
-  const scrollToSelected = () => {  // only when the selection (or the image) changed: the user may scroll
+  let lastSelected = "", followUntil = 0;
+  const scrollToSelected = () => {  // for a moment after the selection (or the image) changed: the user may scroll
     const row = [...document.querySelectorAll("#caption-table [role=row][data-index]")]
       .find((r) => (r.querySelector("[role=gridcell]")?.innerText || "").trim() === "▶");
     const key = row ? row.dataset.index + "|" + (document.getElementById("annotate-info")?.innerText || "") : "";
-    if (row && key !== lastSelected && annotateVisible()) row.scrollIntoView({ block: "nearest" });
-    lastSelected = key;
+    if (key !== lastSelected) { lastSelected = key; followUntil = performance.now() + 1500; }
+    if (!row || performance.now() > followUntil || !annotateVisible()) return;
+    const box = row.getBoundingClientRect();
+    if (box.top < 0 || box.bottom > window.innerHeight) row.scrollIntoView({ block: "nearest" });
   };
   let pending = false;
   new MutationObserver(() => {

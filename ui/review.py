@@ -15,11 +15,11 @@ from curation.review import ReviewItem, ReviewOptions, resolve, review_items
 from curation.stats import agreement_summary, annotator_progress
 from loop import Services
 from scorer.images import load_image
-from ui.common import localized, say, tr, user_errors
+from ui.common import headers, localized, say, tr, user_errors
 
-ITEM_COLUMNS = ["#", "kind", "image", "reason"]
-PROGRESS_COLUMNS = ["annotator", "decisions", "images", "accept", "reject", "best", "edit", "undone", "last"]
-AGREEMENT_COLUMNS = ["annotator A", "annotator B", "κ", "items", "agreed"]
+ITEM_COLUMNS = ("number", "kind", "image", "reason")
+PROGRESS_COLUMNS = ("annotator", "decisions", "images", "accept", "reject", "best", "edit", "undone", "last")
+AGREEMENT_COLUMNS = ("annotator_a", "annotator_b", "kappa", "items", "agreed")
 VERDICTS = ("accept", "reject", "best", "clear")
 SHOWN_PIXELS = 512 * 512
 
@@ -29,10 +29,28 @@ def can_review(request: gr.Request | None) -> bool:
     return True
 
 
+def _said(verdicts: dict[str, str]) -> str:
+    return " · ".join(f"{who} {say(f'verdict_{v}')}" for who, v in sorted(verdicts.items()))
+
+
+def reason(item: ReviewItem) -> str:
+    """Why the item is listed, in the request's language (the store's ``reason`` is English)."""
+    first = item.captions[0]
+    if item.kind == "disagreement":
+        return say("reason_disagreement", said=_said(first.verdicts))
+    if item.kind == "best-pick":
+        pickers = sorted({who for c in item.captions for who, v in c.verdicts.items() if v == "best"})
+        return say("reason_best_pick", who=", ".join(pickers))
+    other = item.captions[1] if len(item.captions) > 1 else first
+    return say("reason_contradiction", said=_said(first.verdicts), rank=first.rank or "—",
+               score=first.score if first.score is not None else float("nan"),
+               other=other.score if other.score is not None else float("nan"))
+
+
 def items_table(items: list[ReviewItem]) -> pd.DataFrame:
-    rows = [[n + 1, say(f"kind_{item.kind}"), f"{item.image_id} · {item.image}", item.reason]
+    rows = [[n + 1, say(f"kind_{item.kind}"), f"{item.image_id} · {item.image}", reason(item)]
             for n, item in enumerate(items)]
-    return pd.DataFrame(rows, columns=ITEM_COLUMNS)
+    return pd.DataFrame(rows, columns=headers(*ITEM_COLUMNS))
 
 
 def side_by_side(item: ReviewItem) -> str:
@@ -40,10 +58,10 @@ def side_by_side(item: ReviewItem) -> str:
     head = "".join(f"<th>{say('review_caption', n=n + 1)}</th>" for n in range(len(item.captions)))
     def cells(fn) -> str:
         return "".join(f"<td>{fn(c)}</td>" for c in item.captions)
-    verdicts = cells(lambda c: "<br>".join(f"{html.escape(who)}: <b>{html.escape(v)}</b>"
+    verdicts = cells(lambda c: "<br>".join(f"{html.escape(who)}: <b>{html.escape(say(f'verdict_{v}'))}</b>"
                                            for who, v in sorted(c.verdicts.items())) or "—")
     model = cells(lambda c: "—" if c.score is None else say("review_score", score=c.score, rank=c.rank))
-    resolution = cells(lambda c: html.escape(c.resolution or "—"))
+    resolution = cells(lambda c: html.escape(say(f"verdict_{c.resolution}") if c.resolution else "—"))
     return (f'<table class="review-side-by-side"><tr><th></th>{head}</tr>'
             f"<tr><th>{say('col_caption')}</th>{cells(lambda c: html.escape(c.text))}</tr>"
             f"<tr><th>{say('review_verdicts')}</th>{verdicts}</tr><tr><th>{say('review_model')}</th>{model}</tr>"
@@ -54,11 +72,12 @@ def progress_tables(services: Services) -> tuple[pd.DataFrame, str, pd.DataFrame
     """Per-annotator progress, the pooled κ line, and κ per pair of annotators."""
     conn = services.conn()
     progress = pd.DataFrame([[p.annotator, p.decisions, p.images, p.accept, p.reject, p.best, p.edit, p.undone,
-                              (p.last_at or "")[:19]] for p in annotator_progress(conn)], columns=PROGRESS_COLUMNS)
+                              (p.last_at or "")[:19]] for p in annotator_progress(conn)],
+                            columns=headers(*PROGRESS_COLUMNS))
     agreement = agreement_summary(conn)
     kappa = "—" if agreement.kappa is None else f"{agreement.kappa:.3f}"
     pairs = pd.DataFrame([[p.annotator_a, p.annotator_b, None if p.kappa is None else round(p.kappa, 3), p.items,
-                           p.agreed] for p in agreement.pairs], columns=AGREEMENT_COLUMNS)
+                           p.agreed] for p in agreement.pairs], columns=headers(*AGREEMENT_COLUMNS))
     return progress, say("agreement_line", kappa=kappa, items=agreement.items), pairs
 
 
@@ -112,7 +131,7 @@ def build_review_tab(services: Services, reviewer: gr.Textbox) -> ReviewTab:
     with gr.Row():
         include_resolved = gr.Checkbox(False, label=t("include_resolved"), elem_id="review-include-resolved")
         refresh_btn = gr.Button(t("refresh"), size="sm", elem_id="btn-review-refresh")
-    items = gr.Dataframe(headers=ITEM_COLUMNS, interactive=False, wrap=True, label=t("review_items"),
+    items = gr.Dataframe(interactive=False, wrap=True, label=t("review_items"),
                          elem_id="review-items")
     with gr.Row():
         image = gr.Image(label=t("image"), type="pil", interactive=False, height=300, scale=2, elem_id="review-image")
@@ -120,15 +139,15 @@ def build_review_tab(services: Services, reviewer: gr.Textbox) -> ReviewTab:
             captions = gr.HTML(elem_id="review-captions")
             with gr.Row():
                 caption = gr.Dropdown([], label=t("review_which"), elem_id="review-caption", scale=3)
-                verdict = gr.Radio(list(VERDICTS), value="accept", label=t("review_verdict"), elem_id="review-verdict",
-                                   scale=2)
+                verdict = gr.Radio([(t(f"verdict_{v}"), v) for v in VERDICTS], value="accept",
+                                   label=t("review_verdict"), elem_id="review-verdict", scale=2)
             note = gr.Textbox(label=t("review_note"), max_lines=1, elem_id="review-note")
             resolve_btn = gr.Button(t("resolve"), variant="primary", elem_id="btn-resolve")
             message = gr.Markdown(elem_id="review-message")
     gr.Markdown(t("annotator_progress"))
-    progress = gr.Dataframe(headers=PROGRESS_COLUMNS, interactive=False, elem_id="review-progress")
+    progress = gr.Dataframe(interactive=False, elem_id="review-progress")
     agreement_line = gr.Markdown(elem_id="review-agreement")
-    pairs = gr.Dataframe(headers=AGREEMENT_COLUMNS, interactive=False, elem_id="review-pairs")
+    pairs = gr.Dataframe(interactive=False, elem_id="review-pairs")
 
     def refresh(resolved: bool):
         return (*load_items(services, resolved), *progress_tables(services))

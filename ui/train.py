@@ -142,7 +142,7 @@ def evaluation_table(snapshot: RunSnapshot | None) -> pd.DataFrame:
     """The new model beside the active one on the held-out triplets."""
     evaluation = snapshot.result.get("evaluation") if snapshot is not None else None
     if not evaluation:
-        return pd.DataFrame(columns=["metric", "active", "new"])
+        return pd.DataFrame(columns=[say("col_metric"), say("col_active_model"), say("col_new_model")])
     names = sorted(set(evaluation["new"]) | set(evaluation["active"]))
     primary = evaluation.get("primary_metric")
 

@@ -20,6 +20,11 @@ def wait_change(page, selector: str, before: str, pattern: str = ".", timeout: i
     return text(page, selector)
 
 
+def idle(page) -> None:
+    """Wait until no request of the page is pending (gradio shows a timer over the outputs meanwhile)."""
+    page.wait_for_function("() => document.querySelector('.progress-text, .eta-bar') === null", timeout=TIMEOUT_MS)
+
+
 def image_id(page) -> int:
     match = re.search(r"(?:Image|图像) (\d+)", text(page, "#annotate-info"))
     assert match, text(page, "#annotate-info")
@@ -41,9 +46,12 @@ def open_as(page, url: str, name: str, escape: bool = True) -> None:
                            " || '')", timeout=TIMEOUT_MS)
     if escape:
         box.press("Escape")  # leave the text box so that the keys reach the app
+    page.wait_for_timeout(200)
+    idle(page)
 
 
 def press_and_wait(page, key: str, selector: str = "#annotate-status", pattern: str = "^saved") -> str:
+    idle(page)
     before = text(page, selector)
     page.keyboard.press(key)
     return wait_change(page, selector, before, pattern)

@@ -3,6 +3,9 @@ the keyboard covers every action, near-duplicates are marked, items can be hidde
 
 from __future__ import annotations
 
+import re
+
+import pandas as pd
 import pytest
 from pages import (
     TIMEOUT_MS,
@@ -143,23 +146,24 @@ def test_hide_then_restore_leaves_hidden_items_out_of_search_and_exports(served,
 
     page = browser.new_context(viewport={"width": 1400, "height": 950}).new_page()
     open_as(page, url, "hilda")
-    caption = selected_row(page)["caption"]
+    caption, image = selected_row(page)["caption"], image_id(page)
+    path = get_image(services.conn(), image).path
     status = press_and_wait(page, "h", pattern="^hidden")
     assert status.startswith("hidden: row 1 “") and caption not in text(page, "#caption-table")
-    hidden_caption = services.conn().execute("SELECT id FROM captions WHERE text = ? AND hidden = 1",
-                                             (caption,)).fetchone()[0]
-    image = image_id(page)
+    hidden_caption = services.conn().execute("SELECT id FROM captions WHERE image_id = ? AND text = ? AND hidden = 1",
+                                             (image, caption)).fetchone()[0]
+    exported = pd.read_csv(export_data(services, "decisions-csv", False)[0])
+    assert len(exported[exported["image"] == path]) and not len(
+        exported[(exported["image"] == path) & (exported["caption"] == caption)])
     status = press_and_wait(page, "H", pattern="^hidden: image")
     assert f"hidden: image {image}" in status and image_id(page) != image
-    path = get_image(services.conn(), image).path
     assert image not in search(services, "")[2]
-    exported, _ = export_data(services, "decisions-csv", False)
-    content = open(exported, encoding="utf-8").read()
-    assert caption not in content and path not in content
+    exported = pd.read_csv(export_data(services, "decisions-csv", False)[0])
+    assert path not in set(exported["image"])
 
     page.get_by_role("tab", name="Browse / search").click()
     page.locator("#hidden-panel").get_by_text("Hidden images and captions").click()
-    page.locator("#hidden-table").get_by_text(path).first.wait_for(timeout=TIMEOUT_MS)
+    page.locator("#hidden-table [role=gridcell]", has_text=path).first.wait_for(timeout=TIMEOUT_MS)
     for item in (f"caption {hidden_caption}", f"image {image}"):
         page.locator("#hidden-choice input").first.click()
         page.get_by_role("option", name=item, exact=False).first.click()
@@ -187,9 +191,9 @@ def test_a_reviewer_resolves_a_disagreement_and_the_triplets_follow(served, brow
     open_as(page, url, "rita")
     page.get_by_role("tab", name="Review").click()
     items = page.locator("#review-items")
-    items.get_by_text("annotators disagree").first.wait_for(timeout=TIMEOUT_MS)
+    items.locator("[role=gridcell]", has_text="annotators disagree").first.wait_for(timeout=TIMEOUT_MS)
     assert "κ" in text(page, "#review-agreement") and "ann1" in text(page, "#review-progress")
-    items.get_by_text(f"{image} · ").first.click()
+    items.locator("[role=gridcell]", has_text=f"{image} · ").first.click()
     page.locator("#review-captions table").wait_for(timeout=TIMEOUT_MS)
     assert "ann1" in text(page, "#review-captions") and "ann2" in text(page, "#review-captions")
     page.locator("#review-verdict").get_by_text("reject").click()
@@ -201,3 +205,56 @@ def test_a_reviewer_resolves_a_disagreement_and_the_triplets_follow(served, brow
     triplets = [t for t in list_triplets(conn, TripletFilter(human_only=True)) if t.image_id == image]
     assert triplets and all(t.positive_id != resolved for t in triplets)  # the triplets follow the reviewer
     assert any(t.negative_id == resolved for t in triplets)
+
+
+ZH_TABS = ["标注", "浏览 / 搜索", "审核", "数据", "训练", "模型"]
+
+
+def english_ui_strings() -> list[str]:
+    """The English UI texts that have a Chinese translation (placeholders cut off), longest first."""
+    from ui.common import EN, ZH
+
+    texts = set()
+    for key, value in EN.items():
+        if ZH.get(key, value) == value:
+            continue  # the same in both (a proper name, a symbol)
+        head = value.split("{")[0].strip(" *:·(")
+        if len(head) >= 5 and any(c.isalpha() for c in head):
+            texts.add(head)
+    return sorted(texts, key=len, reverse=True)
+
+
+def test_a_chinese_browser_sees_no_english_ui_text(served, browser, shots):
+    url, _ = served
+    page = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 950}).new_page()
+    open_as(page, url, "李雷")
+    seen = {}
+    for tab in ZH_TABS:
+        page.get_by_role("tab", name=tab, exact=True).click()
+        page.wait_for_timeout(1200)  # the tab's refresh
+        seen[tab] = page.locator(".gradio-container").first.inner_text()
+    page.get_by_role("tab", name="标注", exact=True).click()
+    page.keyboard.press("?")
+    page.locator("#key-settings .key-binding").first.wait_for(timeout=TIMEOUT_MS)
+    seen["keys"] = text(page, "#key-settings-panel")
+    page.screenshot(path=str(shots / "zh-annotate-keys.png"), full_page=True)
+    english = [(where, s) for s in english_ui_strings() for where, shown in seen.items()
+               if re.search(rf"(?<![\w./-]){re.escape(s)}(?![\w./-])", shown)]  # not inside a name or path
+    assert not english, english
+    for word in ("active model", "human only", "Error", "Previous image", "Hidden images"):
+        assert all(word not in shown for shown in seen.values()), word
+    fonts = page.evaluate("() => getComputedStyle(document.querySelector('.gradio-container')).fontFamily")
+    assert "Noto Sans CJK SC" in fonts and "Microsoft YaHei" in fonts
+
+
+def test_an_idle_browser_sends_no_requests(served, browser):
+    url, _ = served
+    page = browser.new_context(viewport={"width": 1400, "height": 950}).new_page()
+    open_as(page, url, "idle")
+    for tab in ("Train", "Data", "Annotate"):  # opening a tab polls once, then its timer stops (no job runs)
+        page.get_by_role("tab", name=tab, exact=True).click()
+        page.wait_for_timeout(1500)
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.wait_for_timeout(4000)
+    assert requests == []
