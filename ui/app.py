@@ -18,9 +18,10 @@ from ui.review import build_review_tab
 from ui.train import build_train_tab
 
 _HERE = Path(__file__).parent
-# gradio runs one function on load: the key bindings, then the image zoom
+# gradio runs one function on load: the key bindings, the image zoom, the plots' line styles
 APP_JS = ("() => { (" + (_HERE / "keyboard.js").read_text(encoding="utf-8") + ")(" + json.dumps(KEY_LABELS)
-          + "); (" + (_HERE / "zoom.js").read_text(encoding="utf-8") + ")(); }")
+          + "); (" + (_HERE / "zoom.js").read_text(encoding="utf-8") + ")(); ("
+          + (_HERE / "plots.js").read_text(encoding="utf-8") + ")(); }")
 CJK_FONTS = '"Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif'
 CSS = (
     "#caption-table td { font-size: 0.95em } .hidden-controls { display: none }"
@@ -28,13 +29,6 @@ CSS = (
     " .key-settings-table td { padding: 2px 8px } .key-binding, .key-reset { border: 1px solid #999;"
     " border-radius: 4px; padding: 0 8px; min-width: 4em }"
     f" body, .gradio-container, button, input, textarea {{ font-family: var(--font), {CJK_FONTS} }}"
-    # every metric curve visible where two coincide: the first wide and light, the next ones dashed over it
-    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(1) { stroke-width: 5px;"
-    " stroke-opacity: .5 }"
-    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(2) { stroke-dasharray: 8 4 }"
-    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(3) { stroke-dasharray: 2 3 }"
-    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(4) { stroke-dasharray: 10 3 2 3 }"
-    " :is(#train-loss-plot, #train-accuracy-plot) .mark-line path:nth-child(n+5) { stroke-dasharray: 4 2 }"
     " .review-side-by-side td, .review-side-by-side th { vertical-align: top; padding: 4px 8px }"
 )
 

@@ -134,7 +134,7 @@
     if (key !== lastSelected) { lastSelected = key; followUntil = performance.now() + 1500; }
     if (!row || performance.now() > followUntil || !annotateVisible()) return;
     const box = row.getBoundingClientRect();
-    if (box.top < 0 || box.bottom > window.innerHeight) row.scrollIntoView({ block: "nearest" });
+    if (box.top < 0 || box.bottom > window.innerHeight) row.scrollIntoView({ block: "center" });
   };
   let pending = false;
   new MutationObserver(() => {

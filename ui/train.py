@@ -166,6 +166,9 @@ def poll(services: Services, shown: dict | None = None) -> tuple:
     losses, accuracies = progress_frames(snapshot.progress if snapshot else [])
     loss_plot, shown_loss = plot_update(losses, shown["loss"])
     acc_plot, shown_acc = plot_update(accuracies, shown["accuracy"])
+    if not shown.get("titled"):  # the axis titles in the browser's language, once
+        for plot in (loss_plot, acc_plot):
+            plot.update(x_title=say("axis_step"), y_title=say("axis_value"), color_title=say("axis_series"))
     log_text = "\n".join(snapshot.log[-60:]) if snapshot else ""
     can_promote = bool(snapshot and snapshot.status == "done"
                        and snapshot.model_version_id != services.scorer()[1])  # not when already active
@@ -173,13 +176,15 @@ def poll(services: Services, shown: dict | None = None) -> tuple:
     settling = any(seen["data"] != seen["colours"] for seen in (shown_loss, shown_acc))
     active = bool(snapshot and snapshot.status == "running") or settling
     return (round(100 * fraction, 1), status, loss_plot, acc_plot, log_text, evaluation_table(snapshot),
-            gr.update(interactive=can_promote), bases, {"loss": shown_loss, "accuracy": shown_acc, "bases": choices},
+            gr.update(interactive=can_promote), bases,
+            {"loss": shown_loss, "accuracy": shown_acc, "bases": choices, "titled": True},
             gr.Timer(active=active))
 
 
 def empty_shown() -> dict:
     """What a new browser holds: no plotted series, no Start-from choices known (the first poll sends them)."""
-    return {"loss": {"data": [], "colours": []}, "accuracy": {"data": [], "colours": []}, "bases": None}
+    return {"loss": {"data": [], "colours": []}, "accuracy": {"data": [], "colours": []}, "bases": None,
+            "titled": False}
 
 
 def promote_latest(services: Services) -> str:

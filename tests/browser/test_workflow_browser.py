@@ -105,7 +105,8 @@ def test_previous_accept_advances_and_long_tables(served, browser, shots):
     page.wait_for_timeout(300)  # the scroll follows the render
     visible = page.evaluate("() => { const row = [...document.querySelectorAll('#caption-table [role=row]')]"
                             ".find(r => r.querySelector('[role=gridcell]')?.innerText.trim() === '▶');"
-                            " const r = row.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; }")
+                            " const r = row.getBoundingClientRect();"
+                            " return r.top >= 0 && r.bottom <= innerHeight + 2; }")
     page.screenshot(path=str(shots / "annotate-long-table.png"), full_page=False)
     assert visible
 
@@ -232,6 +233,10 @@ def test_a_chinese_browser_sees_no_english_ui_text(served, browser, shots):
     for tab in ZH_TABS:
         page.get_by_role("tab", name=tab, exact=True).click()
         page.wait_for_timeout(1200)  # the tab's refresh
+        if tab == "训练":  # its first poll (the timer's first tick)
+            page.wait_for_function("() => /训练|任务/.test(document.querySelector('#train-status')?.innerText || '')",
+                                   timeout=TIMEOUT_MS)
+            page.wait_for_timeout(500)
         seen[tab] = page.locator(".gradio-container").first.inner_text()
     page.get_by_role("tab", name="标注", exact=True).click()
     page.keyboard.press("?")
