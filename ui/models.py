@@ -101,8 +101,9 @@ def build_models_tab(services: Services) -> ModelsTab:
                          elem_id="models-table")
     refresh_btn = gr.Button(t("refresh"), size="sm")
     with gr.Row():
-        a = gr.Dropdown(model_choices(services), label=t("model_a"), elem_id="compare-a")
-        b = gr.Dropdown(model_choices(services), label=t("model_b"), elem_id="compare-b")
+        # versions come and go while the page is open: any id is taken, and compare() checks that it exists
+        a = gr.Dropdown(model_choices(services), label=t("model_a"), elem_id="compare-a", allow_custom_value=True)
+        b = gr.Dropdown(model_choices(services), label=t("model_b"), elem_id="compare-b", allow_custom_value=True)
         compare_btn = gr.Button(t("compare"), elem_id="btn-compare")
         rollback_btn = gr.Button(t("rollback"), variant="stop")
     comparison = gr.Dataframe(label=t("compare"), interactive=False, elem_id="compare-table")
