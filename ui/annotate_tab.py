@@ -102,9 +102,10 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> AnnotateTab
     table, status, edit_box, add_box = w["table"], w["status"], w["edit_box"], w["add_box"]
     outputs = [state, image, info, table, counters_md, status, edit_box]
 
-    def wire(button: gr.Button, api_name: str, fn, extra: list | None = None) -> None:
+    def wire(button: gr.Button, api_name: str, fn, extra: list | None = None, progress: str = "minimal") -> None:
+        """A button's click: ``fn``'s view into the outputs; a small spinner (no overlay) while it runs."""
         button.click(user_errors(lambda *a: fn(*a).outputs()), [annotator, state, *(extra or [])], outputs,
-                     api_name=api_name, concurrency_limit=None)
+                     api_name=api_name, concurrency_limit=None, show_progress=progress)
 
     wire(w["skip"], "skip", lambda who, st: skip(services, who, st))
     wire(w["previous"], "previous", lambda who, st: previous(services, who, st))
@@ -119,9 +120,10 @@ def build_annotate_tab(services: Services, annotator: gr.Textbox) -> AnnotateTab
     wire(w["hide_caption"], "hide_caption", lambda who, st: hide_selected_caption(services, who, st))
     wire(w["hide_image"], "hide_image", lambda who, st: hide_open_image(services, who, st))
     wire(w["edit"], "edit", lambda who, st, text: edit(services, who, st, text), [edit_box])
-    wire(w["generate"], "generate", lambda who, st, n: generate(services, who, st, n), [w["generate_n"]])
+    wire(w["generate"], "generate", lambda who, st, n: generate(services, who, st, n), [w["generate_n"]],
+         progress="full")  # seconds: the overlay says it is working
     wire(w["negatives"], "hard_negatives", lambda who, st, n: hard_negatives(services, who, st, n),
-         [w["generate_n"]])
+         [w["generate_n"]], progress="full")
     w["add"].click(user_errors(lambda who, st, text: (*add(services, who, st, text).outputs(), "")),
                    [annotator, state, add_box], [*outputs, add_box], api_name="add_caption")
 
