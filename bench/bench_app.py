@@ -11,6 +11,10 @@
    from stored scores, the image is not read nor sent (``gr.skip()``).
 2. the latency of a decision (``ui.annotate.decide``: write, re-read, render) with no training and while
    a training run is in progress in its background process. Goal: ≤ 300 ms p95.
+3. in Chromium (headless, Playwright; skipped when absent or with ``--no-browser``): key press (space) → the
+   next image's ranked captions rendered, on the app served locally with a queue the background scorer has
+   scored, p50 over ``--images`` images, beside the server-side figure of the same first view; the line
+   ``browser_next_image_p50_ms=<n>``. Goal: ≤ 150 ms on a quiet machine.
 
 It works in a temporary data directory on the demo scenes (assets/demo); nothing else is touched.
 """
@@ -149,15 +153,86 @@ def bench_decisions(services, count: int, who: str, pause: float = 0.1) -> list[
     return times
 
 
+NEXT_RENDERED = """() => { window.__rendered = new Promise(resolve => {
+  const before = document.querySelector('#annotate-info').innerText;
+  const done = () => { const info = document.querySelector('#annotate-info')?.innerText || '';
+    return info !== before && /Image \\d+/.test(info) && !document.querySelector('.progress-text, .eta-bar')
+      && document.querySelectorAll('#caption-table [role=row][data-index]').length >= 20; };
+  const seen = new MutationObserver(() => {
+    if (done()) { seen.disconnect(); resolve(performance.now() - window.__t0); } });
+  seen.observe(document.body, {childList: true, subtree: true, characterData: true});
+}); }"""
+
+
+def bench_browser_next_image(work: Path, count: int) -> tuple[list[float], list[float]] | None:
+    """(browser seconds, server-side seconds) of key press → next image's ranked captions rendered."""
+    import shutil
+
+    import app
+    from tests.app_server import free_port
+
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        print("browser: skipped (no chromium or playwright)")
+        return None
+    services = setup(work)
+    services.queue_scorer.start()
+    assert services.queue_scorer.wait(600), "the queue scorer did not finish"
+    server_side = []
+    port = free_port()
+    demo = app.launch(services, port=port, block=False, quiet=True)
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+    times = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=args)
+            page = browser.new_page(viewport={"width": 1400, "height": 950})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("() => /done/.test(document.querySelector('#annotate-counters')?.innerText||'')")
+            box = page.locator("#annotator-name").locator("input, textarea").first
+            box.fill("browser-bench")
+            box.press("Enter")
+            page.wait_for_function("() => /Image \\d+/.test(document.querySelector('#annotate-info')?.innerText||'')"
+                                   " && !document.querySelector('.progress-text, .eta-bar')")
+            page.evaluate("() => document.addEventListener('keydown', () => { window.__t0 = performance.now(); },"
+                          " true)")
+            for _ in range(count + 1):  # the first is a warm-up
+                page.evaluate(NEXT_RENDERED)
+                page.keyboard.press("Space")
+                times.append(page.evaluate("() => window.__rendered") / 1000)
+            browser.close()
+        server_side = bench_first_view_prescored(work / "server-side", count)[0]
+    finally:
+        demo.close()
+        services.close()
+    return times[1:], server_side
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20, help="images for 'next image → ranked captions'")
     parser.add_argument("--decisions", type=int, default=40, help="decisions per condition")
     parser.add_argument("--train-steps", type=int, default=60, help="steps of the background training run")
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium measurement")
+    parser.add_argument("--browser-only", action="store_true", help="only the Chromium measurement")
     args = parser.parse_args(argv)
     from loop import TrainForm
 
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_browser:
+            measured = bench_browser_next_image(Path(tmp) / "browser", args.images)
+            if measured is not None:
+                browser, server_side = measured
+                print(summary("key press → next image rendered (Chromium)", browser))
+                print(summary("same first view, server side (handler)", server_side))
+                print(f"browser_next_image_p50_ms={1000 * statistics.median(browser):.0f}")
+        if args.browser_only:
+            return
         services = setup(Path(tmp))
         handler, baseline = bench_next_image(services, args.images)
         print(summary("next image → 20 ranked captions (handler)", handler))

@@ -5,8 +5,8 @@ file line without a role is an ``annotator``; the ``--auth`` account without one
 operator). Roles, each with the rights of the ones before it:
 
 - ``annotator``: open images, decide, undo, edit, add and generate captions of the open image, search, export;
-- ``reviewer``: the same (review and resolutions are the CLI's for now);
-- ``admin``: also import, hide/delete, batch generation, start/cancel training, promote and roll back.
+- ``reviewer``: also hide / restore images and captions and resolve review items (the Review tab);
+- ``admin``: also import, delete, batch generation, start/cancel training, promote and roll back.
 
 Without accounts (one local user) everything is allowed, as before. With accounts the annotator is the
 logged-in user: a name given by a client is ignored.
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 ROLES = ("annotator", "reviewer", "admin")
 DEFAULT_ROLE = "annotator"
-ADMIN_ACTIONS = ("import", "hide", "delete", "generate_batch", "train", "cancel_training", "promote", "rollback")
+ADMIN_ACTIONS = ("import", "delete", "generate_batch", "train", "cancel_training", "promote", "rollback")
+REVIEW_ACTIONS = ("hide", "resolve")  # reviewer or admin
 FREE_FAILURES = 5
 FIRST_LOCK_S = 1.0
 MAX_LOCK_S = 30.0
@@ -140,8 +141,11 @@ class Access:
 
     def require(self, user: str | None, action: str) -> None:
         """Raise :class:`AccessDeniedError` when ``user`` may not do ``action``."""
-        if action in ADMIN_ACTIONS and self.role(user) != "admin":
-            raise AccessDeniedError(f"{action.replace('_', ' ')} needs the admin role; {user} is {self.role(user)}")
+        role = self.role(user)
+        if action in ADMIN_ACTIONS and role != "admin":
+            raise AccessDeniedError(f"{action.replace('_', ' ')} needs the admin role; {user} is {role}")
+        if action in REVIEW_ACTIONS and role not in ("reviewer", "admin"):
+            raise AccessDeniedError(f"{action} needs the reviewer or admin role; {user} is {role}")
 
 
 class ClientAddressMiddleware:

@@ -92,6 +92,10 @@ class Job:
     promotion: AppliedPromotion | None = None  # once the watcher applied the decision
     started: float = field(default_factory=time.time)
     lifeline: object = None  # the app's end of the pipe the child watches; closed when the run ends
+    finished: float | None = None  # when the run ended: its time stops counting
+
+    def elapsed(self) -> float:
+        return (self.finished if self.finished is not None else time.time()) - self.started
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class RunSnapshot:
     result: dict  # checkpoint, metrics, evaluation ({"primary_metric", "new", "active"}) or error
     model_version_id: int | None
     promotion: AppliedPromotion | None
-    elapsed: float  # seconds since the run started
+    elapsed: float  # seconds the run took, or has taken so far
 
 
 def split_by_image(records: list[dict], val_share: float) -> tuple[list[dict], list[dict]]:
@@ -238,7 +242,7 @@ class TrainingJobs:
         with self._lock:
             job.log.append(error)
             job.result = {"error": error}
-            job.status = "failed"
+            job.status, job.finished = "failed", time.time()
         update_training_run(self.services.conn(), job.run_id, "failed", {"error": error[-2000:]})
 
     def _finish(self, job: Job, outcome: dict) -> None:
@@ -254,7 +258,7 @@ class TrainingJobs:
             status, job.result = "done", outcome
             self._register(job, outcome)
         with self._lock:
-            job.status = status
+            job.status, job.finished = status, time.time()
         log.info("training run %d %s", job.run_id, status)
 
     def _register(self, job: Job, outcome: dict) -> None:
@@ -334,7 +338,7 @@ class TrainingJobs:
                 return self._stored_snapshot(run_id)
             job = self.jobs[run_id] if run_id is not None else self.jobs[max(self.jobs)]
             return RunSnapshot(job.run_id, job.status, list(job.progress), list(job.log[-200:]), dict(job.result),
-                               job.model_version_id, job.promotion, time.time() - job.started)
+                               job.model_version_id, job.promotion, job.elapsed())
 
 
     def _stored_snapshot(self, run_id: int | None) -> RunSnapshot | None:

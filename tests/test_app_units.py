@@ -72,3 +72,49 @@ def test_the_promotion_line_names_the_new_version_the_metric_and_both_numbers():
         assert promotion_text(AppliedPromotion(other), 7).startswith(start)
     with language("zh"):
         assert promotion_text(AppliedPromotion(decision, promoted=True), 7).startswith("已自动提升：v7")
+
+
+def test_the_word_diff_marks_the_one_word_a_near_duplicate_differs_by():
+    from ui.captions import word_diff
+
+    assert word_diff("a darker roof & two roads", "a lighter roof & two roads") == \
+        "a <mark>darker</mark> roof &amp; two roads"
+    assert word_diff("rocky cliffs by the sea", "sandy beach by the sea") == "<mark>rocky cliffs</mark> by the sea"
+    assert word_diff("same words here", "same words here") == "same words here"
+    assert word_diff("a forest", "three red buildings beside a wide river") == "a forest"  # unrelated: plain
+
+
+def test_status_lines_name_the_row_and_first_words_not_the_id():
+    from ui.captions import caption_ref
+
+    text = "an aerial view of two buildings with red roofs and a river"
+    assert caption_ref([7, 42], {42: text}, 42) == "row 2 “an aerial view of two buildings …”"
+    with language("zh"):
+        assert caption_ref([42], {42: "a b"}, 42) == "第 1 行“a b”"
+
+
+def test_the_selection_follows_its_caption_when_the_table_re_sorts():
+    from curation.views import CaptionRow
+    from ui.captions import caption_table
+
+    rows = [CaptionRow(id=n, text=f"caption {n}", source="import", author=None, created_at="") for n in range(3)]
+    ranked = [(rows[2], 0.9), (rows[0], 0.5), (rows[1], 0.1)]  # caption 2 (new, edited) ranked first
+    table = caption_table(ranked, "who", selected=0)
+    assert table.iloc[0, 0] == "▶" and table.iloc[0, 2] == "caption 2"
+    assert "<mark>" in table.iloc[1, 2]  # the others are diffed against the selected one
+
+
+def test_metric_names_are_chinese_in_a_chinese_request_and_unchanged_in_english():
+    from ui.common import metric_label
+
+    assert metric_label("val/hard_accuracy") == "val/hard_accuracy"
+    with language("zh"):
+        assert metric_label("val/hard_accuracy") == "验证/困难_准确率"
+        assert metric_label("infonce_loss") == "infonce_损失"  # a loss's proper name stays
+
+
+def test_every_export_kind_is_described_in_both_languages():
+    from curation.exporters import EXPORTS
+
+    for kind in EXPORTS:
+        assert f"**{kind}**" in EN["export_kinds_help"] and f"**{kind}**" in ZH["export_kinds_help"], kind

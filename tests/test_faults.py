@@ -60,11 +60,16 @@ def test_failed_logins_lock_the_user_and_the_address_with_a_doubling_delay():
 
 def test_roles_allow_admin_actions_to_admins_only_and_everything_without_accounts():
     access, _ = access_with_clock()
-    for action in ("import", "train", "promote", "rollback", "hide", "delete"):
+    for action in ("import", "train", "promote", "rollback", "delete"):
         access.require("root", action)
         for user in ("alice", "rev"):
             with pytest.raises(AccessDeniedError, match=f"{action} needs the admin role; {user} is"):
                 access.require(user, action)
+    for action in ("hide", "resolve"):  # cleanup and review: reviewers and admins
+        access.require("root", action)
+        access.require("rev", action)
+        with pytest.raises(AccessDeniedError, match=f"{action} needs the reviewer or admin role; alice is"):
+            access.require("alice", action)
     access.require("alice", "annotate")
     with pytest.raises(AccessDeniedError, match="not logged in"):
         access.require(None, "train")

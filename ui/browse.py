@@ -1,4 +1,5 @@
-"""Browse / search tab: text → image search with the active model, filters, a table and a grid."""
+"""Browse / search tab: text → image search with the active model, filters, a table and a grid; the hidden
+images and captions, each restored with one click (hidden items are left out of the search)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from curation.cleanup import hidden_items, unhide_caption, unhide_image
 from curation.stats import stats
 from curation.views import STATUSES, ImageFilter, list_images
 from loop import Services
 from scorer.search_index import corpus_search
-from ui.common import tr, user_errors
+from ui.common import acting_user, headers, localized, require, say, tr, user_errors
 
 RESULT_LIMIT = 48
 ANY = "(any)"
-COLUMNS = ["id", "path", "class", "captions", "annotators", "score"]
+COLUMNS = ("id", "path", "class", "captions", "annotators", "score")
+HIDDEN_COLUMNS = ("item", "id", "image", "caption", "hidden_by", "when")
 
 
 def filter_choices(services: Services) -> dict[str, list[str]]:
@@ -60,9 +63,32 @@ def search(services: Services, query: str, cls: str | None = None, status: str |
     order = order[:limit]
     table = pd.DataFrame(
         [[rows[i].id, rows[i].path, rows[i].cls, rows[i].n_captions, rows[i].n_annotators, round(scores[i], 4)]
-         for i in order], columns=COLUMNS)
+         for i in order], columns=headers(*COLUMNS))
     gallery = [(paths[i], f"{rows[i].id} · {rows[i].cls or ''}") for i in order]
     return table, gallery, [rows[i].id for i in order]
+
+
+def hidden_table(services: Services) -> tuple[pd.DataFrame, dict]:
+    """The hidden images and captions (who hid them, when), and the Restore choices ("caption 57 · …")."""
+    items = hidden_items(services.conn())
+    table = pd.DataFrame([[say(f"item_{h.item}"), h.item_id, h.image, h.text or "", h.who, h.hidden_at[:19]]
+                          for h in items], columns=headers(*HIDDEN_COLUMNS))
+    choices = [(f"{say(f'item_{h.item}')} {h.item_id} · {(h.text or h.image)[:60]}", f"{h.item}:{h.item_id}")
+               for h in items]
+    return table, gr.update(choices=choices, value=None)
+
+
+def restore(services: Services, annotator: str, choice: str | None) -> tuple[pd.DataFrame, dict, str]:
+    """Make a hidden image or caption visible again (recorded under the annotator's name)."""
+    require(services, "hide")
+    who = acting_user(annotator)
+    if not who:
+        raise ValueError(say("err_name_required"))
+    item, _, item_id = (choice or "").partition(":")
+    if item not in ("image", "caption") or not item_id.isdigit():
+        raise ValueError(say("err_choose_hidden"))
+    (unhide_image if item == "image" else unhide_caption)(services.conn(), int(item_id), who)
+    return (*hidden_table(services), say("restored", item=say(f"item_{item}"), id=int(item_id)))
 
 
 @dataclass(frozen=True)
@@ -76,7 +102,20 @@ class BrowseTab:
     filters: list
 
 
-def build_browse_tab(services: Services) -> BrowseTab:
+def _hidden_section(services: Services, annotator: gr.Textbox) -> list:
+    with gr.Accordion(tr("hidden_items"), open=False, elem_id="hidden-panel"):
+        table = gr.Dataframe(interactive=False, wrap=True, elem_id="hidden-table")
+        with gr.Row():
+            choice = gr.Dropdown([], label=tr("hidden_choice"), elem_id="hidden-choice", scale=3)
+            restore_btn = gr.Button(tr("restore"), elem_id="btn-restore", scale=1)
+        message = gr.Markdown(elem_id="hidden-message")
+    restore_btn.click(user_errors(lambda who, item: restore(services, who, item)), [annotator, choice],
+                      [table, choice, message], api_name="restore_hidden")
+    return [table, choice]
+
+
+def build_browse_tab(services: Services, annotator: gr.Textbox) -> BrowseTab:
+    """``annotator``: the shared name box (who restores a hidden item)."""
     t = tr
     choices = filter_choices(services)
     with gr.Row():
@@ -90,7 +129,8 @@ def build_browse_tab(services: Services) -> BrowseTab:
     ids = gr.State([])
     gallery = gr.Gallery(label=t("open_in_annotate"), columns=6, height=420, allow_preview=False,
                          elem_id="search-gallery")
-    table = gr.Dataframe(headers=COLUMNS, interactive=False, label=t("results"), elem_id="search-table")
+    table = gr.Dataframe(interactive=False, label=t("results"), elem_id="search-table")
+    hidden_outputs = _hidden_section(services, annotator)
 
     def run(q, c, s, a, src, progress=gr.Progress()):
         found_table, found_gallery, found_ids = search(services, q, c, s, a, src,
@@ -102,6 +142,7 @@ def build_browse_tab(services: Services) -> BrowseTab:
 
     def refresh():
         fresh = filter_choices(services)
-        return tuple(gr.update(choices=fresh[k]) for k in ("class", "status", "annotator", "source"))
+        return (*(gr.update(choices=fresh[k]) for k in ("class", "status", "annotator", "source")),
+                *hidden_table(services))
 
-    return BrowseTab(gallery, ids, table, refresh, [cls, status, who, source])
+    return BrowseTab(gallery, ids, table, localized(refresh), [cls, status, who, source, *hidden_outputs])

@@ -33,8 +33,13 @@ EN = {
     "accept": "Accept (a)", "reject": "Reject (x)", "next": "Next / skip (space)", "undo": "Undo (backspace)",
     "edit_selected": "Edit the selected caption (e)", "save_edit": "Save edit",
     "add_caption": "Add a caption", "add": "Add",
-    "keys_help": "Keys: **↑/↓** or **j/k** select · **a** accept · **x** reject · **1–9** best · "
-                 "**space** next · **backspace** undo · **e** edit · **c** add a caption · **Esc** leaves a text box",
+    "keys_help": "Keys: **↑/↓** or **j/k** select · **a** accept · **x** reject · **1–9** best (row) · "
+                 "**space** next image · **p** or **←** previous image · **backspace** undo · **e** edit the "
+                 "selected caption · **c** add a caption · **Enter** saves the edit / adds the caption · "
+                 "**Shift+Enter** new line · **Esc** cancels the edit and leaves the box · **h** hide the caption · "
+                 "**H** hide the image · **?** the key settings (keys can be changed there)",
+    "previous": "Previous image (p)", "accept_advances": "Accept moves to the next image",
+    "hide_caption": "Hide caption (h)", "hide_image": "Hide image (H)", "key_settings": "Keys (change them here)",
     "query": "Describe what you look for", "search": "Search", "class": "Class", "status": "Status",
     "source": "Caption source", "results": "Results", "open_in_annotate": "Click an image to annotate it",
     "import_kind": "Import format", "server_path": "File on the server (under the image root)",
@@ -67,12 +72,17 @@ EN = {
     "col_caption": "caption", "col_score": "score", "col_source": "source", "col_verdict": "my verdict",
     "mark_accept": "✓ accept", "mark_reject": "✗ reject", "mark_best": "★ best",
     "verdict_accept": "accept", "verdict_reject": "reject", "verdict_best": "best", "verdict_edit": "edit",
+    "verdict_clear": "clear (annotators' verdicts count again)",
     "queue_empty": "no image left in the queue", "opened_image": "opened image {id}",
     "skipped_unreadable": "skipped image {id} (`{path}`), it cannot be shown: {error}",
-    "saved_verdict": "saved: {verdict} · caption {caption}", "nothing_to_undo": "nothing left to undo",
-    "undone": "undone: {verdict} · caption {caption}", "saved_edit": "saved: edit · caption {old} → {new}",
-    "saved_new_caption": "saved: new caption {caption}", "generated": "generated {count} caption(s) with {source}",
-    "added_negatives": "added {count} hard negative(s) of caption {caption}: {sources}",
+    "caption_ref": "row {row} “{words}”", "caption_ref_hidden": "“{words}”",
+    "saved_verdict": "saved: {verdict} · {caption}", "nothing_to_undo": "nothing left to undo",
+    "undone": "undone: {verdict} · {caption}", "saved_edit": "saved: edit · {old} → {new}",
+    "saved_new_caption": "saved: new caption · {caption}", "generated": "generated {count} caption(s) with {source}",
+    "added_negatives": "added {count} hard negative(s) of {caption}: {sources}",
+    "no_previous_image": "no previous image in this session",
+    "hidden_caption": "hidden: {caption} (Browse › Hidden restores it)",
+    "hidden_image": "hidden: image {id} (Browse › Hidden restores it)",
     "err_name_required": "enter your name (annotator) first", "err_no_image": "no image is open",
     "err_no_caption_number": "image {image} has no caption number {number}",
     "err_generate_count": "number of captions to generate must be at least 1, got {n}",
@@ -106,6 +116,46 @@ EN = {
     "generation_skipped": "no captions for {count} image(s) that cannot be read: {files}",
     "err_import_source": "give a file on the server (relative to the image root) or upload one",
     "export_summary": "{kind}: {records} records → {file}",
+    "hidden_items": "Hidden images and captions", "hidden_choice": "Hidden item to restore", "restore": "Restore",
+    "item_image": "image", "item_caption": "caption", "restored": "restored: {item} {id}",
+    "err_choose_hidden": "choose a hidden image or caption to restore",
+    "tab_review": "Review", "include_resolved": "Show resolved items too", "review_items": "Items to review",
+    "review_which": "Caption", "review_verdict": "Your verdict", "review_note": "Note (optional)",
+    "resolve": "Resolve", "annotator_progress": "**Annotators: progress and agreement**",
+    "kind_disagreement": "annotators disagree", "kind_best-pick": "best picks differ",
+    "kind_model-contradiction": "contradicts the model",
+    "reason_disagreement": "verdicts differ: {said}", "reason_best_pick": "best picks differ: {who}",
+    "reason_contradiction": "{said}, yet the model ranks it {rank} (score {score:.3f} against {other:.3f})",
+    "review_caption": "caption {n}", "review_verdicts": "verdicts", "review_model": "model",
+    "review_resolution": "resolution", "review_score": "score {score:.3f} · rank {rank}",
+    "agreement_line": "Cohen's κ (all pairs pooled): **{kappa}** on {items} shared items",
+    "resolved": "resolved: {verdict} · caption {caption} of image {image} (its triplets follow)",
+    "err_no_review_item": "there is no review item number {number}; refresh the list",
+    "err_choose_review_item": "choose an item in the list first",
+    "col_active": "active", "col_created": "created", "col_parent": "parent", "col_run": "run",
+    "col_metric": "metric", "active_suffix": " (active)",
+    "compare_same_set": "both measured on the held-out triplets of training run {run}",
+    "compare_different_sets": "no run evaluated both: each version's latest held-out numbers ({runs}), on "
+                              "different held-out sets",
+    "export_kinds_help": (
+        "- **triplets** — triplets (image, positive, negative), one per record: what train.py reads\n"
+        "- **seed-triplets** — one record per image: the best caption and its negatives (the original format)\n"
+        "- **best-captions**, **best-captions-csv**, **best-captions-parquet** — the best caption of each image "
+        "as JSON, CSV or Parquet\n"
+        "- **decisions-csv**, **decisions-parquet** — every caption with each annotator's latest verdict\n"
+        "- **hf-dataset** — a Hugging Face dataset folder, zipped (`datasets.load_from_disk` once unzipped): "
+        "image, best caption, accepted and rejected captions\n"
+        "- **hf-parquet** — the same dataset as one Parquet file (`datasets.load_dataset(\"parquet\", ...)`)"),
+    "active_model_choice": "active model", "triplets_all": "all", "triplets_human": "human only",
+    "plot_loss": "loss", "plot_accuracy": "accuracy", "axis_step": "step", "axis_value": "value",
+    "axis_series": "series", "col_active_model": "active", "col_new_model": "new", "error_title": "Error",
+    "col_id": "id", "col_path": "path", "col_class": "class", "col_captions": "captions",
+    "col_annotators": "annotators", "col_item": "item", "col_image": "image", "col_hidden_by": "hidden by",
+    "col_when": "when", "col_kind": "kind", "col_reason": "reason", "col_number": "#", "col_annotator": "annotator",
+    "col_decisions": "decisions", "col_images": "images", "col_accept": "accept", "col_reject": "reject",
+    "col_best": "best", "col_edit": "edit", "col_undone": "undone", "col_last": "last action",
+    "col_annotator_a": "annotator A", "col_annotator_b": "annotator B", "col_kappa": "κ", "col_items": "items",
+    "col_agreed": "agreed", "col_row": "row",
     "active_model_is": "active model: v{model}", "err_choose_model": "choose a model version",
     "err_choose_two": "choose two existing model versions (got {a} and {b})",
 }
@@ -116,8 +166,12 @@ ZH = {
     "image": "图像", "captions": "候选描述（按当前模型排序）",
     "accept": "接受 (a)", "reject": "拒绝 (x)", "next": "下一张 / 跳过 (空格)", "undo": "撤销 (退格)",
     "edit_selected": "编辑所选描述 (e)", "save_edit": "保存修改", "add_caption": "添加描述", "add": "添加",
-    "keys_help": "按键：**↑/↓** 或 **j/k** 选择 · **a** 接受 · **x** 拒绝 · **1–9** 最佳 · "
-                 "**空格** 下一张 · **退格** 撤销 · **e** 编辑 · **c** 添加描述 · **Esc** 离开文本框",
+    "keys_help": "按键：**↑/↓** 或 **j/k** 选择 · **a** 接受 · **x** 拒绝 · **1–9** 最佳（行）· "
+                 "**空格** 下一张 · **p** 或 **←** 上一张 · **退格** 撤销 · **e** 编辑所选描述 · **c** 添加描述 · "
+                 "**Enter** 保存修改 / 添加描述 · **Shift+Enter** 换行 · **Esc** 取消编辑并离开文本框 · "
+                 "**h** 隐藏描述 · **H** 隐藏图像 · **?** 按键设置（可在此修改按键）",
+    "previous": "上一张 (p)", "accept_advances": "接受后转到下一张",
+    "hide_caption": "隐藏描述 (h)", "hide_image": "隐藏图像 (H)", "key_settings": "按键（可在此修改）",
     "query": "描述你要找的内容", "search": "搜索", "class": "类别", "status": "状态", "source": "描述来源",
     "results": "结果", "open_in_annotate": "点击图像进行标注",
     "import_kind": "导入格式", "server_path": "服务器上的文件（图像根目录下）", "upload": "或上传文件",
@@ -144,12 +198,17 @@ ZH = {
     "col_caption": "描述", "col_score": "分数", "col_source": "来源", "col_verdict": "我的判定",
     "mark_accept": "✓ 接受", "mark_reject": "✗ 拒绝", "mark_best": "★ 最佳",
     "verdict_accept": "接受", "verdict_reject": "拒绝", "verdict_best": "最佳", "verdict_edit": "编辑",
+    "verdict_clear": "清除（标注者的判定重新生效）",
     "queue_empty": "队列中没有剩余图像", "opened_image": "已打开图像 {id}",
     "skipped_unreadable": "已跳过图像 {id}（`{path}`），无法显示：{error}",
-    "saved_verdict": "已保存：{verdict} · 描述 {caption}", "nothing_to_undo": "没有可撤销的操作",
-    "undone": "已撤销：{verdict} · 描述 {caption}", "saved_edit": "已保存：编辑 · 描述 {old} → {new}",
-    "saved_new_caption": "已保存：新描述 {caption}", "generated": "已用 {source} 生成 {count} 条描述",
-    "added_negatives": "已为描述 {caption} 添加 {count} 条困难负例：{sources}",
+    "caption_ref": "第 {row} 行“{words}”", "caption_ref_hidden": "“{words}”",
+    "saved_verdict": "已保存：{verdict} · {caption}", "nothing_to_undo": "没有可撤销的操作",
+    "undone": "已撤销：{verdict} · {caption}", "saved_edit": "已保存：编辑 · {old} → {new}",
+    "saved_new_caption": "已保存：新描述 · {caption}", "generated": "已用 {source} 生成 {count} 条描述",
+    "added_negatives": "已为{caption}添加 {count} 条困难负例：{sources}",
+    "no_previous_image": "本次会话中没有上一张图像",
+    "hidden_caption": "已隐藏：{caption}（可在“浏览 › 已隐藏”中恢复）",
+    "hidden_image": "已隐藏：图像 {id}（可在“浏览 › 已隐藏”中恢复）",
     "err_name_required": "请先输入你的名字（标注者）", "err_no_image": "没有打开的图像",
     "err_no_caption_number": "图像 {image} 没有第 {number} 条描述",
     "err_generate_count": "生成描述的数量至少为 1，收到 {n}",
@@ -178,9 +237,75 @@ ZH = {
     "generation_skipped": "{count} 张图像无法读取，未生成描述：{files}",
     "err_import_source": "请给出服务器上的文件（相对于图像根目录）或上传文件",
     "export_summary": "{kind}：{records} 条记录 → {file}",
+    "hidden_items": "已隐藏的图像和描述", "hidden_choice": "要恢复的隐藏项", "restore": "恢复",
+    "item_image": "图像", "item_caption": "描述", "restored": "已恢复：{item} {id}",
+    "err_choose_hidden": "请选择要恢复的隐藏图像或描述",
+    "tab_review": "审核", "include_resolved": "同时显示已解决的条目", "review_items": "待审核条目",
+    "review_which": "描述", "review_verdict": "你的判定", "review_note": "备注（可选）",
+    "resolve": "裁定", "annotator_progress": "**标注者：进度与一致性**",
+    "kind_disagreement": "标注者意见不一", "kind_best-pick": "最佳选择不同", "kind_model-contradiction": "与模型相悖",
+    "reason_disagreement": "判定不一：{said}", "reason_best_pick": "最佳选择不同：{who}",
+    "reason_contradiction": "{said}，但模型将其排在第 {rank} 位（分数 {score:.3f}，对比 {other:.3f}）",
+    "review_caption": "描述 {n}", "review_verdicts": "判定", "review_model": "模型", "review_resolution": "裁定",
+    "review_score": "分数 {score:.3f} · 排名 {rank}",
+    "agreement_line": "Cohen κ（所有标注者对合并）：**{kappa}**，共 {items} 个共同条目",
+    "resolved": "已裁定：{verdict} · 图像 {image} 的描述 {caption}（三元组随之更新）",
+    "err_no_review_item": "没有第 {number} 个审核条目；请刷新列表",
+    "err_choose_review_item": "请先在列表中选择一个条目",
+    "col_active": "当前", "col_created": "创建时间", "col_parent": "父版本", "col_run": "训练任务", "col_path": "路径",
+    "col_metric": "指标", "active_suffix": "（当前）",
+    "compare_same_set": "两者均在训练任务 {run} 的留出三元组上测得",
+    "compare_different_sets": "没有同时评估两者的任务：各版本最近的留出集结果（{runs}），留出集不同",
+    "export_kinds_help": (
+        "- **triplets** — 三元组（图像、正例、负例），每条一个：train.py 读取的格式\n"
+        "- **seed-triplets** — 每张图像一条：最佳描述及其负例（原项目的格式）\n"
+        "- **best-captions**, **best-captions-csv**, **best-captions-parquet** — "
+        "每张图像的最佳描述，JSON、CSV 或 Parquet\n"
+        "- **decisions-csv**, **decisions-parquet** — 每条描述及每位标注者的最新判定\n"
+        "- **hf-dataset** — Hugging Face 数据集文件夹，打包为 zip（解压后用 `datasets.load_from_disk` 打开）："
+        "图像、最佳描述、接受与拒绝的描述\n"
+        "- **hf-parquet** — 同一数据集的单个 Parquet 文件（`datasets.load_dataset(\"parquet\", ...)`）"),
+    "active_model_choice": "当前模型", "triplets_all": "全部", "triplets_human": "仅人工",
+    "plot_loss": "损失", "plot_accuracy": "准确率", "axis_step": "步数", "axis_value": "数值", "axis_series": "曲线",
+    "col_active_model": "当前模型", "col_new_model": "新模型", "error_title": "错误",
+    "col_id": "编号", "col_class": "类别", "col_captions": "描述数", "col_annotators": "标注者数",
+    "col_item": "类型", "col_image": "图像", "col_hidden_by": "隐藏者", "col_when": "时间", "col_kind": "种类",
+    "col_reason": "原因", "col_number": "#", "col_annotator": "标注者", "col_decisions": "判定数",
+    "col_images": "图像数",
+    "col_accept": "接受", "col_reject": "拒绝", "col_best": "最佳", "col_edit": "编辑", "col_undone": "撤销",
+    "col_last": "最近操作", "col_annotator_a": "标注者 A", "col_annotator_b": "标注者 B", "col_kappa": "κ",
+    "col_items": "条目",
+    "col_agreed": "一致", "col_row": "行",
     "active_model_is": "当前模型：v{model}", "err_choose_model": "请选择一个模型版本",
     "err_choose_two": "请选择两个已有的模型版本（收到 {a} 和 {b}）",
 }
+
+# The key settings panel's names of the actions (keyboard.js gets them as JSON).
+KEY_LABELS = {
+    "en": {"up": "Select the row above", "down": "Select the row below", "accept": "Accept", "reject": "Reject",
+           "next": "Next image / skip", "previous": "Previous image", "undo": "Undo", "edit": "Edit the caption",
+           "add": "Add a caption", "hide_caption": "Hide the caption", "hide_image": "Hide the image",
+           "settings": "Open these settings", "best": "Best: row", "press_key": "press a key…",
+           "reset_keys": "Reset to the default keys"},
+    "zh": {"up": "选择上一行", "down": "选择下一行", "accept": "接受", "reject": "拒绝", "next": "下一张 / 跳过",
+           "previous": "上一张", "undo": "撤销", "edit": "编辑描述", "add": "添加描述", "hide_caption": "隐藏描述",
+           "hide_image": "隐藏图像", "settings": "打开按键设置", "best": "最佳：第几行", "press_key": "请按一个键…",
+           "reset_keys": "恢复默认按键"},
+}
+
+# Words of metric names (``val/hard_accuracy``, ``held_out_mean_accuracy``) in Chinese; loss names stay as
+# they are (InfoNCE, SigLIP, focal triplet are proper names).
+METRIC_WORDS_ZH = {"loss": "损失", "accuracy": "准确率", "hard": "困难", "mean": "平均", "val": "验证", "train": "训练",
+                   "held": "留出", "out": "集", "total": "总", "recall": "召回率", "margin": "间隔", "top1": "首位",
+                   "easy": "简单", "lr": "学习率", "rank": "排名", "pairs": "对"}
+
+
+def metric_label(name: str) -> str:
+    """A metric's name as the UI shows it: as is in English, word by word in Chinese."""
+    if _language.get() != "zh":
+        return name
+    return re.sub(r"[A-Za-z0-9]+", lambda m: METRIC_WORDS_ZH.get(m.group(0), m.group(0)), name)
+
 
 # Keys are prefixed so they never collide with gradio's own translation keys (e.g. "image").
 I18N = gr.I18n(en={f"rs_{k}": v for k, v in EN.items()}, zh={f"rs_{k}": v for k, v in ZH.items()})
@@ -200,6 +325,11 @@ def say(key: str, **values) -> str:
     if key not in EN:
         raise ValueError(f"no UI text named {key!r}")
     return TEXTS[_language.get()].get(key, EN[key]).format(**values)
+
+
+def headers(*keys: str) -> list[str]:
+    """Table column names ``col_<key>`` in the language of the request being handled."""
+    return [say(f"col_{key}") for key in keys]
 
 
 def accepted_language(header: str | None) -> str:
@@ -318,9 +448,9 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except USER_ERRORS as error:
             log.info("user error in %s: %s", getattr(fn, "__name__", fn), error)
-            raise gr.Error(public_text(str(error))) from error
+            raise gr.Error(public_text(str(error)), title=say("error_title")) from error
         except STORAGE_ERRORS as error:
             log.error("storage error in %s: %s", getattr(fn, "__name__", fn), error)
-            raise gr.Error(storage_message(error)) from error
+            raise gr.Error(storage_message(error), title=say("error_title")) from error
 
     return localized(wrapper)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,9 +16,9 @@ from curation.importers import IMPORTERS, ImportOptions, import_file
 from curation.triplets import TripletFilter
 from loop import SCOPES, GenerateForm, Services
 from scorer.generation import LANGUAGES, STYLES
-from ui.common import localized, require, say, tr, user_errors
+from ui.common import headers, localized, require, say, tr, user_errors
 
-FILE_EXPORTS = [kind for kind, spec in EXPORTS.items() if not spec.folder]  # a download is one file
+FILE_EXPORTS = list(EXPORTS)  # every kind; a folder (the Hugging Face dataset) is downloaded as a .zip
 POLL_SECONDS = 1.0
 SHOWN_SKIPPED = 5  # unreadable images the generation status names (the log has them all)
 
@@ -38,7 +39,7 @@ def import_data(services: Services, kind: str, server_path: str | None, upload: 
     options = ImportOptions(image_root=services.image_root, check_files=bool(check_files))
     report = import_file(services.conn(), kind, path, options, progress)
     services.queue_scorer.start()  # new captions: score them for the queue
-    skipped = pd.DataFrame([[s.row, s.reason] for s in report.skipped], columns=["row", "reason"])
+    skipped = pd.DataFrame([[s.row, s.reason] for s in report.skipped], columns=headers("row", "reason"))
     return report.summary(), skipped
 
 
@@ -48,8 +49,12 @@ def export_data(services: Services, kind: str, human_only: bool) -> tuple[str, s
         raise ValueError(f"unknown export kind {kind!r}; choose one of {', '.join(FILE_EXPORTS)}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     out = services.config.exports_dir / f"{kind}-{stamp}{EXPORTS[kind].suffix}"
-    report = export_file(services.conn(), kind, out, TripletFilter(human_only=bool(human_only)))
+    root = services.image_root if EXPORTS[kind].uses_images else None  # the images as the app serves them
+    report = export_file(services.conn(), kind, out, TripletFilter(human_only=bool(human_only)), image_root=root)
+    if EXPORTS[kind].folder:  # one file to download: the folder zipped (datasets.load_from_disk on the unzipped)
+        out = Path(shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name))
     return str(out), say("export_summary", kind=report.kind, records=report.records, file=out.name)
+
 
 
 def start_generation(services: Services, scope: str, n: float, style: str, language: str) -> str:
@@ -66,6 +71,15 @@ def generation_status(services: Services) -> tuple[float, str]:
     job = services.generation.snapshot()
     if job is None:
         return 0.0, say("no_generation_job")
+    return generation_line(job)
+
+
+def generation_running(services: Services) -> bool:
+    job = services.generation.snapshot()
+    return job is not None and job.status in ("running", "importing")
+
+
+def generation_line(job) -> tuple[float, str]:
     percent = 100.0 if job.status == "done" else round(100 * job.done / max(job.total, 1), 1)
     line = say("generation_status", job=job.job_id, status=say(f"status_{job.status}"), done=job.done,
                total=job.total, elapsed=job.elapsed)
@@ -97,9 +111,10 @@ def build_data_tab(services: Services) -> DataTab:
             check_files = gr.Checkbox(True, label=t("check_files"), elem_id="import-check-files")
             import_btn = gr.Button(t("import"), variant="primary", elem_id="btn-import")
             summary = gr.Markdown(elem_id="import-summary")
-            skipped = gr.Dataframe(headers=["row", "reason"], label=t("import_report"), interactive=False)
+            skipped = gr.Dataframe(label=t("import_report"), interactive=False)
         with gr.Column():
-            export_kind = gr.Dropdown(FILE_EXPORTS, value="triplets", label=t("export_kind"))
+            export_kind = gr.Dropdown(FILE_EXPORTS, value="triplets", label=t("export_kind"), elem_id="export-kind")
+            gr.Markdown(t("export_kinds_help"), elem_id="export-kinds-help")
             human_only = gr.Checkbox(value=True, label=t("human_only"))
             export_btn = gr.Button(t("export"), variant="primary", elem_id="btn-export")
             export_file_out = gr.File(label=t("download"), interactive=False)
@@ -117,16 +132,19 @@ def build_data_tab(services: Services) -> DataTab:
             gen_cancel = gr.Button(t("cancel"), variant="stop", elem_id="btn-generate-cancel")
         gen_percent = gr.Slider(0, 100, value=0, label=t("progress"), interactive=False)
         gen_status = gr.Markdown(elem_id="generate-status")
-    gen_btn.click(user_errors(lambda *a: start_generation(services, *a)), [gen_scope, gen_n, gen_style, gen_language],
-                  gen_status, api_name="generate_start")
+    gen_start = gen_btn.click(user_errors(lambda *a: start_generation(services, *a)),
+                              [gen_scope, gen_n, gen_style, gen_language], gen_status, api_name="generate_start")
+
     def cancel_generation():
         require(services, "generate_batch")
         return say("cancel_requested" if services.generation.cancel() else "no_generation_running")
 
     gen_cancel.click(user_errors(cancel_generation), None, gen_status, api_name="generate_cancel")
-    timer = gr.Timer(POLL_SECONDS)
+    timer = gr.Timer(POLL_SECONDS, active=False)  # polls only while a job runs (quiet when idle)
+    gen_start.success(lambda: gr.Timer(active=True), None, timer, api_name=False)
     timer.tick(localized(lambda: generation_status(services)), None, [gen_percent, gen_status],
-               api_name="generate_poll", show_progress="hidden", concurrency_limit=None)
+               api_name="generate_poll", show_progress="hidden", concurrency_limit=None
+               ).then(lambda: gr.Timer(active=generation_running(services)), None, timer, api_name=False)
 
     def run_import(k, server, up, check=True, progress=gr.Progress()):
         return import_data(services, k, server, up, lambda d, n: progress((d, n), desc="importing"), check)

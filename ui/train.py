@@ -11,7 +11,7 @@ import pandas as pd
 
 from curation.models import get_model_version, list_model_versions
 from loop import AppliedPromotion, RunSnapshot, Services, TrainForm, lora_default
-from ui.common import localized, require, say, tr, user_errors
+from ui.common import localized, metric_label, require, say, tr, user_errors
 
 LOSSES = ["infonce+focal_triplet", "infonce", "siglip", "focal_triplet", "siglip+focal_triplet"]
 ACTIVE = "active model"
@@ -39,6 +39,11 @@ def start_training(services: Services, base: str | None, loss: str, epochs: floa
     return say("train_started", run=run_id)
 
 
+def base_labels(choices: list[str]) -> list[tuple]:
+    """The Start-from choices as the dropdown shows them: the active model's label in the browser's language."""
+    return [(tr("active_model_choice") if c == ACTIVE else c, c) for c in choices]
+
+
 def base_choices(services: Services) -> list[str]:
     """The "Start from" choices: the active model, then every model version."""
     return [ACTIVE, *[f"v{v.id}" for v in list_model_versions(services.conn())]]
@@ -64,7 +69,7 @@ def lora_field(services: Services, base: str | None = ACTIVE) -> dict:
 def refresh_form(services: Services, base: str | None = ACTIVE) -> tuple[dict, dict]:
     """(Start-from dropdown, LoRA-rank box) as the store has them now: new versions, the active model's default."""
     choices = base_choices(services)
-    return (gr.update(choices=choices, value=base if base in choices else ACTIVE),
+    return (gr.update(choices=base_labels(choices), value=base if base in choices else ACTIVE),
             gr.update(**lora_field(services, base if base in choices else ACTIVE)))
 
 
@@ -79,9 +84,9 @@ def progress_frames(progress: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
             if not isinstance(value, (int, float)) or key in ("step", "max_steps", "total_steps", "epoch"):
                 continue
             if "loss" in key:
-                loss_rows.append((step, float(value), key))
+                loss_rows.append((step, float(value), metric_label(key)))
             elif "accuracy" in key:
-                acc_rows.append((step, float(value), key))
+                acc_rows.append((step, float(value), metric_label(key)))
     return _frame(loss_rows), _frame(acc_rows)
 
 
@@ -103,7 +108,8 @@ def plot_update(frame: pd.DataFrame, shown: dict) -> tuple[dict, dict]:
     if names != shown["data"] or names == shown["colours"]:
         return gr.update(value=frame), {"data": names, "colours": shown["colours"]}
     colours = {name: PALETTE[n % len(PALETTE)] for n, name in enumerate(names)}
-    return gr.update(value=frame, color_map=colours), {"data": names, "colours": names}
+    return (gr.update(value=frame, color_map=colours, x_title=say("axis_step"), y_title=say("axis_value"),
+                      color_title=say("axis_series")), {"data": names, "colours": names})
 
 
 def promotion_text(promotion: AppliedPromotion, model_id: int | None) -> str:
@@ -137,38 +143,49 @@ def evaluation_table(snapshot: RunSnapshot | None) -> pd.DataFrame:
     """The new model beside the active one on the held-out triplets."""
     evaluation = snapshot.result.get("evaluation") if snapshot is not None else None
     if not evaluation:
-        return pd.DataFrame(columns=["metric", "active", "new"])
+        return pd.DataFrame(columns=[say("col_metric"), say("col_active_model"), say("col_new_model")])
     names = sorted(set(evaluation["new"]) | set(evaluation["active"]))
     primary = evaluation.get("primary_metric")
 
     def shown(value):
         return round(value, 4) if isinstance(value, float) else value
 
-    return pd.DataFrame([[f"{n} *" if n == primary else n, shown(evaluation["active"].get(n)),
-                          shown(evaluation["new"].get(n))] for n in names], columns=["metric", "active", "new"])
+    return pd.DataFrame([[metric_label(n) + (" *" if n == primary else ""), shown(evaluation["active"].get(n)),
+                          shown(evaluation["new"].get(n))] for n in names],
+                        columns=[say("col_metric"), say("col_active_model"), say("col_new_model")])
 
 
 def poll(services: Services, shown: dict | None = None) -> tuple:
     """(progress %, status, loss plot, accuracy plot, log, evaluation, promote button, Start-from dropdown,
-    ``shown``); the dropdown gets new choices when the model versions changed (a run ended)."""
+    ``shown``, the timer: on while a run runs); the dropdown gets new choices when the model versions changed
+    (a run ended)."""
     shown = shown or empty_shown()
     choices = base_choices(services)
-    bases = gr.update(choices=choices) if choices != shown.get("bases") else gr.skip()
+    bases = gr.update(choices=base_labels(choices)) if choices != shown.get("bases") else gr.skip()
     snapshot = services.training.snapshot()
     fraction, status = progress_fraction(snapshot)
     losses, accuracies = progress_frames(snapshot.progress if snapshot else [])
     loss_plot, shown_loss = plot_update(losses, shown["loss"])
     acc_plot, shown_acc = plot_update(accuracies, shown["accuracy"])
+    if not shown.get("titled"):  # the axis titles in the browser's language, once
+        for plot in (loss_plot, acc_plot):
+            plot.update(x_title=say("axis_step"), y_title=say("axis_value"), color_title=say("axis_series"))
     log_text = "\n".join(snapshot.log[-60:]) if snapshot else ""
     can_promote = bool(snapshot and snapshot.status == "done"
                        and snapshot.model_version_id != services.scorer()[1])  # not when already active
+    # quiet when idle: the timer polls while a run runs and until the plots got their colours (one more poll)
+    settling = any(seen["data"] != seen["colours"] for seen in (shown_loss, shown_acc))
+    active = bool(snapshot and snapshot.status == "running") or settling
     return (round(100 * fraction, 1), status, loss_plot, acc_plot, log_text, evaluation_table(snapshot),
-            gr.update(interactive=can_promote), bases, {"loss": shown_loss, "accuracy": shown_acc, "bases": choices})
+            gr.update(interactive=can_promote), bases,
+            {"loss": shown_loss, "accuracy": shown_acc, "bases": choices, "titled": True},
+            gr.Timer(active=active))
 
 
 def empty_shown() -> dict:
     """What a new browser holds: no plotted series, no Start-from choices known (the first poll sends them)."""
-    return {"loss": {"data": [], "colours": []}, "accuracy": {"data": [], "colours": []}, "bases": None}
+    return {"loss": {"data": [], "colours": []}, "accuracy": {"data": [], "colours": []}, "bases": None,
+            "titled": False}
 
 
 def cancel_training(services: Services) -> str:
@@ -202,14 +219,15 @@ def build_train_tab(services: Services) -> TrainTab:
     lora = lora_field(services)
     with gr.Row():
         with gr.Column(scale=1):
-            base = gr.Dropdown(base_choices(services), value=ACTIVE, label=t("base_model"))
+            base = gr.Dropdown(base_labels(base_choices(services)), value=ACTIVE, label=t("base_model"))
             loss = gr.Dropdown(LOSSES, value=LOSSES[0], label=t("loss"))
             epochs = gr.Number(1.0, label=t("epochs"), minimum=0.01)
             max_steps = gr.Number(20, label=t("max_steps"), precision=0, minimum=0, elem_id="train-max-steps")
             lr = gr.Number(1e-4, label=t("lr"), minimum=0)
             lora_rank = gr.Number(lora["value"], label=t("lora_rank"), info=lora["info"], precision=0, minimum=0,
                                   elem_id="train-lora-rank")
-            triplets = gr.Radio([("all", "all"), ("human only", "human")], value="all", label=t("which_triplets"))
+            triplets = gr.Radio([(t("triplets_all"), "all"), (t("triplets_human"), "human")], value="all",
+                                label=t("which_triplets"))
             val_split = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label=t("val_split"))
             auto_promote = gr.Checkbox(True, label=t("auto_promote"), info=t("auto_promote_info"),
                                        elem_id="train-auto-promote")
@@ -223,20 +241,20 @@ def build_train_tab(services: Services) -> TrainTab:
             percent = gr.Slider(0, 100, value=0, label=t("progress"), interactive=False, elem_id="train-progress")
             status = gr.Markdown(elem_id="train-status")
             with gr.Row():
-                loss_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", title="loss", height=220,
-                                        elem_id="train-loss-plot")
-                acc_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", title="accuracy",
+                loss_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", label=t("plot_loss"),
+                                        height=220, elem_id="train-loss-plot")
+                acc_plot = gr.LinePlot(_frame([]), x="step", y="value", color="series", label=t("plot_accuracy"),
                                        height=220, elem_id="train-accuracy-plot")
             evaluation = gr.Dataframe(label=t("evaluation"), interactive=False, elem_id="train-evaluation")
             log_box = gr.Textbox(label=t("log"), lines=8, max_lines=8, interactive=False, autoscroll=True)
-    timer = gr.Timer(POLL_SECONDS)
+    timer = gr.Timer(POLL_SECONDS, active=False)  # switched on by Start and by opening the tab
     shown = gr.State(empty_shown())  # which series this browser's plots hold and colour
-    poll_outputs = [percent, status, loss_plot, acc_plot, log_box, evaluation, promote_btn, base, shown]
+    poll_outputs = [percent, status, loss_plot, acc_plot, log_box, evaluation, promote_btn, base, shown, timer]
     timer.tick(localized(lambda seen: poll(services, seen)), shown, poll_outputs, api_name="train_poll",
                show_progress="hidden", concurrency_limit=None)
     start_btn.click(user_errors(lambda *a: start_training(services, *a)),
                     [base, loss, epochs, max_steps, lr, lora_rank, triplets, val_split, auto_promote], message,
-                    api_name="train_start")
+                    api_name="train_start").success(lambda: gr.Timer(active=True), None, timer, api_name=False)
     cancel_btn.click(user_errors(lambda: cancel_training(services)), None, message, api_name="train_cancel")
     promote_btn.click(user_errors(lambda: promote_latest(services)), None, message, api_name="train_promote")
     base.input(user_errors(lambda b: gr.update(**lora_field(services, b))), base, lora_rank, api_name=False)

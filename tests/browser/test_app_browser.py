@@ -142,6 +142,16 @@ def test_train_watch_progress_promote_and_see_the_ranking_change(served, browser
             " && (p.getAttribute('d') || '').includes('L')).length")
         assert lines >= least, (plot, lines)
     assert "automatic promotion is off" in text(page, "#train-status")
+    dashes = page.eval_on_selector_all("#train-accuracy-plot .mark-line path",
+                                       "ps => ps.filter(p => (p.getAttribute('stroke') || 'none') !== 'none')"
+                                       ".map(p => getComputedStyle(p).strokeDasharray)")
+    assert len(set(dashes)) == len(dashes) >= 2, dashes  # coinciding curves stay visible
+    finished = text(page, "#train-status")
+    page.wait_for_timeout(2000)  # a finished run's time stops counting (and the tab polls once when opened)
+    page.get_by_role("tab", name="Models").click()
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_timeout(1500)
+    assert text(page, "#train-status").split("\n")[0] == finished.split("\n")[0]
     page.click("#btn-train-promote")
     page.wait_for_function("() => document.querySelector('#train-message')?.innerText.includes('promoted')",
                            timeout=TIMEOUT_MS)
