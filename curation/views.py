@@ -207,13 +207,13 @@ def caption_sources(conn: sqlite3.Connection) -> list[str]:
 
 def filter_values(conn: sqlite3.Connection) -> dict[str, list[str]]:
     """Values an :class:`ImageFilter` can take in this store, sorted: ``class`` (of visible images),
-    ``status``, ``annotator`` (with an effective action) and ``source`` (of captions); cheap at 1M images."""
+    ``status``, ``annotator`` (with any action) and ``source`` (of captions); cheap at 1M images."""
     classes = conn.execute(
         "SELECT k.class FROM class_counts k WHERE k.class != '' AND k.images > 0"
         " AND EXISTS (SELECT 1 FROM images i WHERE i.class = k.class AND i.hidden = 0) ORDER BY k.class"
     ).fetchall()
     annotators = conn.execute(
-        "SELECT DISTINCT annotator FROM effective_decisions WHERE verdict != 'undo' ORDER BY annotator"
+        "SELECT DISTINCT annotator FROM decisions ORDER BY annotator"  # as in stats: undone actions count
     ).fetchall()
     return {"class": [row[0] for row in classes], "status": list(STATUSES),
             "annotator": [row[0] for row in annotators], "source": caption_sources(conn)}

@@ -11,17 +11,25 @@ for unjudged rows). The verdicts are the annotators' own; reviewers' resolutions
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from curation.exporters.base import ExportReport, write_frame
+from common.files import atomic_output
+from curation.exporters.base import ExportReport
 from curation.triplets import TripletFilter, filter_sql
 
 COLUMNS = ["image", "caption", "source", "author", "created_at", "annotator", "verdict", "decided_at"]
 
 
-def caption_table(conn: sqlite3.Connection, flt: TripletFilter | None = None) -> pd.DataFrame:
+CHUNK_ROWS = 50_000  # rows read and written at a time: memory stays flat however large the store
+SCHEMA = pa.schema([(name, pa.large_string()) for name in COLUMNS])  # pandas' string columns in Parquet
+
+
+def _table_query(flt: TripletFilter | None) -> tuple[str, list]:
     flt = flt or TripletFilter()
     where, params = filter_sql(flt, "coalesce(e.created_at, c.created_at)", "e.annotator")
     if flt.source:
@@ -39,16 +47,55 @@ def caption_table(conn: sqlite3.Connection, flt: TripletFilter | None = None) ->
         " LEFT JOIN eff e ON e.caption_id = c.id AND e.rn = 1"
         f" WHERE i.hidden = 0 AND c.hidden = 0 AND {where} ORDER BY c.id, e.annotator"
     )
+    return sql, params
+
+
+def caption_table(conn: sqlite3.Connection, flt: TripletFilter | None = None) -> pd.DataFrame:
+    """The whole table in memory (small stores; :func:`export_table` streams it)."""
+    sql, params = _table_query(flt)
     return pd.read_sql_query(sql, conn, params=params)
+
+
+def iter_chunks(conn: sqlite3.Connection, flt: TripletFilter | None = None,
+                rows: int | None = None) -> Iterator[list[tuple]]:
+    """The table's rows (tuples in :data:`COLUMNS` order), ``rows`` (default CHUNK_ROWS) at a time."""
+    sql, params = _table_query(flt)
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    cursor.execute(sql, params)
+    while chunk := cursor.fetchmany(rows or CHUNK_ROWS):
+        yield chunk
+
+
+def _write_csv(chunks: Iterable[list[tuple]], path: Path) -> int:
+    count = 0
+    with atomic_output(path, "w") as handle:
+        handle.write(",".join(COLUMNS) + "\n")
+        for chunk in chunks:
+            pd.DataFrame(chunk, columns=COLUMNS, dtype=object).to_csv(handle, index=False, header=False)
+            count += len(chunk)
+    return count
+
+
+def _write_parquet(chunks: Iterable[list[tuple]], path: Path) -> int:
+    count = 0
+    with atomic_output(path, "wb") as handle, pq.ParquetWriter(handle, SCHEMA) as writer:
+        for chunk in chunks:
+            columns = list(zip(*chunk))
+            writer.write_table(pa.Table.from_arrays([pa.array(col, pa.large_string()) for col in columns],
+                                                    schema=SCHEMA))
+            count += len(chunk)
+    return count
 
 
 def export_table(
     conn: sqlite3.Connection, out: str | Path, flt: TripletFilter | None = None, kind: str = "csv"
 ) -> ExportReport:
-    """``kind`` csv or parquet; the file is written whole or not at all."""
+    """``kind`` csv or parquet, streamed ``CHUNK_ROWS`` rows at a time into a temporary file that replaces
+    ``out`` when complete: the file is written whole or not at all."""
     if kind not in ("csv", "parquet"):
         raise ValueError(f"table export kind {kind!r} is not csv or parquet")
     path = Path(out)
-    frame = caption_table(conn, flt)
-    write_frame(frame, path, parquet=kind == "parquet")
-    return ExportReport(f"decisions-{kind}", str(path), len(frame))
+    write = _write_parquet if kind == "parquet" else _write_csv
+    count = write(iter_chunks(conn, flt), path)
+    return ExportReport(f"decisions-{kind}", str(path), count)
