@@ -7,6 +7,10 @@ Measures, and prints:
   p50 (10 % of ids allowed), recall@10 against exact search;
 * ``next_image`` p50/p99 and one export (best-captions) with 1M images × 20 captions in the store
   (built once with bench_store's code in ``--store-dir`` and reused);
+* on that store, the Browse tab's reads (``browse``): a ``list_images`` page, the filter values, and a
+  search without / with a class filter, query encoding excluded, over an index of synthetic vectors
+  under the store's image ids; and (``export``) the decisions-parquet export of every caption in a
+  child process: time and peak resident memory;
 * the corpus job (``inference_script.py --embed text``): records/s with 2 CPU processes vs 1, and peak
   resident memory of a rank job at 10k vs 100k records.
 
@@ -165,6 +169,84 @@ def bench_store(images: int, store_dir: Path, queries: int) -> dict:
     return result
 
 
+EXPORT_CHILD = ("import resource, sys, time; sys.path.insert(0, {root!r}); from curation.exporters import export_file;"
+                " from curation.store import open_store; conn = open_store({db!r}); t = time.perf_counter();"
+                " report = export_file(conn, 'decisions-parquet', {out!r});"
+                " print('EXPORT', report.records, time.perf_counter() - t,"
+                " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+
+
+def bench_export(db: Path, out: Path) -> dict:
+    """decisions-parquet of every caption, in a child process: seconds, rows and peak resident MiB."""
+    done = subprocess.run([sys.executable, "-c", EXPORT_CHILD.format(root=str(ROOT), db=str(db), out=str(out))],
+                          capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        raise RuntimeError(f"export failed: {done.stderr[-2000:]}")
+    _, rows, seconds, kib = done.stdout.split()[-4:]
+    out.unlink()
+    return {"export_decisions_parquet_s": round(float(seconds), 1), "exported_rows": int(rows),
+            "export_peak_rss_mib": round(int(kib) / 1024)}
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return percentiles(samples)
+
+
+def bench_browse(db: Path, dim: int, repeat: int) -> dict:
+    """The Browse tab's reads at the store's size: a list_images page, the filter values, and a search
+    without / with a class filter, query encoding excluded (an index of synthetic vectors under the
+    store's image ids stands in for the embeddings the corpus job computes)."""
+    from types import SimpleNamespace
+
+    from curation.store import open_store
+    from curation.views import ImageFilter, filter_values, image_ids, list_images
+    from loop.search import cover, ranked
+    from scorer.search_index import CorpusSearch
+
+    conn = open_store(db)
+    n = conn.execute("SELECT max(id) FROM images").fetchone()[0]
+    rng = np.random.default_rng(0)
+    result = {}
+    page = ImageFilter(limit=48)
+    result["list_page_p50_ms"], result["list_page_p99_ms"] = timed(lambda: list_images(conn, page), repeat)
+    offsets = iter(rng.integers(0, n - 48, repeat).tolist())
+    result["list_page_random_offset_p50_ms"] = timed(
+        lambda: list_images(conn, ImageFilter(limit=48, offset=next(offsets))), repeat)[0]
+    cls = conn.execute("SELECT class FROM class_counts ORDER BY class LIMIT 1").fetchone()[0]
+    result["list_page_class_p50_ms"] = timed(lambda: list_images(conn, ImageFilter(cls=cls, limit=48)), repeat)[0]
+    result["filter_values_first_ms"] = timed(lambda: filter_values(conn), 1)[0]  # reads every caption's source
+    result["filter_values_p50_ms"] = timed(lambda: filter_values(conn), repeat)[0]
+    scorer = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(embed_dim=dim)))
+    index = CorpusSearch(scorer, "image")
+    start = time.perf_counter()
+    for first, x in clustered(n, dim, seed=0):
+        index.index.add(np.arange(first + 1, first + 1 + len(x)), x)
+    result["index_build_s"] = round(time.perf_counter() - start, 1)
+    result["cover_first_ms"] = timed(lambda: cover(conn, index, str), 1)[0]  # lists every image once
+    result["cover_repeat_p50_ms"] = timed(lambda: cover(conn, index, str), repeat)[0]
+    queries = iter(next(clustered(2 * repeat, dim, seed=1))[1])
+    flt = ImageFilter(cls=cls)
+    result["search_p50_ms"], result["search_p99_ms"] = timed(
+        lambda: (cover(conn, index, str), ranked(conn, index, next(queries)[None], ImageFilter(), 48)), repeat)
+
+    def filtered():
+        allowed = image_ids(conn, flt)
+        cover(conn, index, str, allowed)
+        return ranked(conn, index, next(queries)[None], flt, 48, allowed)
+
+    result["search_class_filter_p50_ms"], result["search_class_filter_p99_ms"] = timed(filtered, repeat)
+    result["class_filter_images"] = len(image_ids(conn, flt))
+    conn.close()
+    result = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def corpus_inputs(folder: Path, records: int, unique_text: bool) -> Path:
     images = sorted(f"imgs/{p.name}" for p in (ROOT / "assets" / "demo" / "imgs").glob("*.png"))
     words = "river road field house tree roof car lane park pool court farm dense sparse green".split()
@@ -243,7 +325,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, help="index dim (default: the tiny scorer's; 768 = the real 3B head;"
                         " no query encoding then)")
     parser.add_argument("--sizes", type=int, nargs="*", help="index sizes (default 10k 100k 1M)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["index", "store", "corpus"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["index", "store", "browse", "export", "corpus"])
     args = parser.parse_args()
     sizes = args.sizes or ([2_000, 30_000] if args.quick else [10_000, 100_000, 1_000_000])
     store_images = 2_000 if args.quick else 1_000_000
@@ -264,6 +346,16 @@ def main() -> None:
         results["index"] = [bench_index(n, args.dim or dim, 200, encoder) for n in sizes]
     if "store" not in args.skip:
         results["store"] = bench_store(store_images, store_dir, 50 if args.quick else 200)
+    db = store_dir / f"scale_{store_images}.db"
+    if "browse" not in args.skip:
+        if not db.is_file():
+            bench_store(store_images, store_dir, 5)  # builds the store
+        results["browse"] = bench_browse(db, dim, 10 if args.quick else 50)
+    if "export" not in args.skip:
+        if not db.is_file():
+            bench_store(store_images, store_dir, 5)
+        results["export"] = bench_export(db, store_dir / "decisions.parquet")
+        print(json.dumps(results["export"]), flush=True)
     if "corpus" not in args.skip:
         counts = (100, 1000) if args.quick else (10_000, 100_000)
         results["corpus"] = bench_corpus(work / "tiny", work, 100 if args.quick else 20_000, counts)

@@ -69,9 +69,9 @@ class SearchIndex:
         return faiss.vector_to_array(self.index.id_map)
 
     def missing(self, ids: Collection[int]) -> list[int]:
-        """The given ids the index lacks (in the given order)."""
-        have = set(self.ids().tolist())
-        return [i for i in ids if i not in have]
+        """The given ids the index lacks (in the given order): one vectorised set difference."""
+        ids = _id_array(ids)
+        return ids[~np.isin(ids, self.ids())].tolist() if len(ids) else []
 
     def add(self, ids: Collection[int], vectors: np.ndarray) -> None:
         """Add unit vectors (n, d) under new ids; an id already present raises ValueError."""
@@ -105,7 +105,7 @@ class SearchIndex:
         """(q, d) queries → per query up to ``k`` hits, best first, among ``allowed`` ids when given."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if allowed is not None:
-            allowed = np.fromiter(allowed, dtype=np.int64)
+            allowed = _id_array(allowed)
             if self.kind == "ivf" and len(allowed) <= self.config.brute_force_up_to:
                 return self._exact_among(queries, k, allowed)
         k = min(k, len(self))
@@ -130,6 +130,12 @@ class SearchIndex:
         scores = queries @ vectors.T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [[Hit(int(present[j]), float(row[j])) for j in order] for row, order in zip(scores, top)]
+
+
+def _id_array(ids: Collection[int]) -> np.ndarray:
+    if isinstance(ids, np.ndarray):
+        return ids.astype(np.int64, copy=False)
+    return np.fromiter(ids, dtype=np.int64, count=len(ids))
 
 
 _OMP_LOCK = threading.Lock()
@@ -163,26 +169,37 @@ def _search_few_threads(index, queries: np.ndarray, k: int, params):
 
 class CorpusSearch:
     """A scorer in front of a SearchIndex: ``corpus="image"`` searches images by text (text → image),
-    ``corpus="text"`` searches captions by image (image → caption). Items are given by stable int id."""
+    ``corpus="text"`` searches captions by image (image → caption). Items are given by stable int id.
+
+    ``marks`` is the callers' note of what they have already ensured (e.g. a store's highest image id),
+    so that a repeated search need not list the whole corpus again."""
 
     def __init__(self, scorer, corpus: str, config: IndexConfig | None = None):
         if corpus not in ("image", "text"):
             raise ValueError(f"corpus must be 'image' or 'text', got {corpus!r}")
         self.scorer, self.corpus = scorer, corpus
         self.index = SearchIndex(scorer.model.config.embed_dim, config)
+        self.marks: dict[str, object] = {}
 
     def ensure(self, items: Mapping[int, str], on_progress=None) -> int:
-        """Embed (through the scorer's cache) and add the items the index lacks; return how many."""
-        todo = self.index.missing(list(items))
+        """Embed (through the scorer's cache: content hashes, so only for the ids the index lacks) and
+        add the items the index lacks; return how many."""
+        todo = self.index.missing(list(items)) if items else []
         if todo:
             embed = self.scorer.embed_images if self.corpus == "image" else self.scorer.embed_texts
             self.index.add(todo, embed([items[i] for i in todo], on_progress=on_progress).numpy())
         return len(todo)
 
-    def search(self, query: str, k: int, allowed: Collection[int] | None = None) -> list[Hit]:
-        """A caption (corpus image) or an image path (corpus text) → the best ``k`` items."""
+    def encode(self, query: str) -> np.ndarray:
+        """A caption (corpus image) or an image path (corpus text) → its (1, d) query vector."""
         embed = self.scorer.embed_texts if self.corpus == "image" else self.scorer.embed_images
-        return self.index.search(embed([query]).numpy(), k, allowed)[0]
+        return embed([query]).numpy()
+
+    def search(self, query: str | np.ndarray, k: int, allowed: Collection[int] | None = None) -> list[Hit]:
+        """A caption (corpus image), an image path (corpus text) or its :meth:`encode` vector → the best
+        ``k`` items."""
+        vector = self.encode(query) if isinstance(query, str) else query
+        return self.index.search(vector, k, allowed)[0]
 
 
 _SEARCHES: dict[str, CorpusSearch] = {}

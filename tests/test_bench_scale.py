@@ -27,3 +27,11 @@ def test_the_bulk_built_store_serves_the_queue(tmp_path):
     conn = open_store(tmp_path / "s.db")
     assert tuple(conn.execute("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM captions").fetchone()) == (120, 30)
     assert next_image(conn, "ann") == 1
+
+
+def test_browse_and_export_benchmarks_run_on_a_small_store(tmp_path):
+    bench_scale.bulk_build(tmp_path / "s.db", 60, 3)
+    browse = bench_scale.bench_browse(tmp_path / "s.db", 16, repeat=3)
+    assert browse["class_filter_images"] == 3 and browse["cover_repeat_p50_ms"] >= 0
+    export = bench_scale.bench_export(tmp_path / "s.db", tmp_path / "d.parquet")
+    assert export["exported_rows"] == 180 and export["export_peak_rss_mib"] > 0

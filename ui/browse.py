@@ -4,15 +4,15 @@ images and captions, each restored with one click (hidden items are left out of 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gradio as gr
 import pandas as pd
 
 from curation.cleanup import hidden_items, unhide_caption, unhide_image
-from curation.stats import stats
-from curation.views import STATUSES, ImageFilter, list_images
+from curation.views import ImageFilter, filter_values, image_ids, list_images
 from loop import Services
+from loop.search import cover, ranked
 from scorer.search_index import corpus_search
 from ui.common import acting_user, headers, localized, require, say, tr, user_errors
 
@@ -24,12 +24,7 @@ HIDDEN_COLUMNS = ("item", "id", "image", "caption", "hidden_by", "when")
 
 def filter_choices(services: Services) -> dict[str, list[str]]:
     """Values the filters can take, read from the store."""
-    conn = services.conn()
-    summary = stats(conn)
-    classes = sorted({row.cls for row in list_images(conn) if row.cls})
-    return {"class": [ANY, *classes], "status": [ANY, *STATUSES],
-            "annotator": [ANY, *sorted(summary["per_annotator"])],
-            "source": [ANY, *sorted(summary["captions_by_source"])]}
+    return {key: [ANY, *values] for key, values in filter_values(services.conn()).items()}
 
 
 def _value(choice: str | None) -> str | None:
@@ -39,33 +34,30 @@ def _value(choice: str | None) -> str | None:
 def search(services: Services, query: str, cls: str | None = None, status: str | None = None,
            annotator: str | None = None, source: str | None = None, limit: int = RESULT_LIMIT,
            progress=None) -> tuple[pd.DataFrame, list[tuple[str, str]], list[int]]:
-    """Images matching the filters, ranked by similarity to ``query`` when one is given.
+    """Images matching the filters, ranked by similarity to ``query`` when one is given (else by id).
 
     Returns the table, the gallery items (file, caption) and the image ids in display order.
     Image embeddings come from the scorer's cache and a FAISS index (computed once per model version).
     """
-    rows = list_images(services.conn(), ImageFilter(cls=_value(cls), status=_value(status),
-                                                    annotator=_value(annotator), source=_value(source)))
-    paths = [str(services.image_path(row.path)) for row in rows]
-    scores = [float("nan")] * len(rows)
+    conn = services.conn()
+    flt = ImageFilter(cls=_value(cls), status=_value(status), annotator=_value(annotator), source=_value(source))
     query = (query or "").strip()
-    if query and rows:
+    if not query:
+        rows = list_images(conn, replace(flt, limit=limit))
+        scores = [float("nan")] * len(rows)
+    else:
+        allowed = image_ids(conn, flt) if flt != ImageFilter() else None
+        if allowed is not None and not len(allowed):
+            return pd.DataFrame([], columns=COLUMNS), [], []
         with services.using_model() as (scorer, _):
             index = corpus_search(scorer, "image")  # FAISS, kept per model; embeds only images it lacks
-            index.ensure({row.id: path for row, path in zip(rows, paths)}, on_progress=progress)
-            hits = index.search(query, limit, allowed={row.id for row in rows})
-        position = {row.id: i for i, row in enumerate(rows)}
-        for hit in hits:
-            scores[position[hit.id]] = hit.score
-        order = [position[hit.id] for hit in hits]
-    else:
-        order = list(range(len(rows)))
-    order = order[:limit]
-    table = pd.DataFrame(
-        [[rows[i].id, rows[i].path, rows[i].cls, rows[i].n_captions, rows[i].n_annotators, round(scores[i], 4)]
-         for i in order], columns=headers(*COLUMNS))
-    gallery = [(paths[i], f"{rows[i].id} · {rows[i].cls or ''}") for i in order]
-    return table, gallery, [rows[i].id for i in order]
+            cover(conn, index, services.image_path, allowed, progress)
+            vector = index.encode(query)
+        rows, scores = ranked(conn, index, vector, flt, limit, allowed)
+    table = pd.DataFrame([[row.id, row.path, row.cls, row.n_captions, row.n_annotators, round(score, 4)]
+                          for row, score in zip(rows, scores)], columns=headers(*COLUMNS))
+    gallery = [(str(services.image_path(row.path)), f"{row.id} · {row.cls or ''}") for row in rows]
+    return table, gallery, [row.id for row in rows]
 
 
 def hidden_table(services: Services) -> tuple[pd.DataFrame, dict]:
