@@ -75,10 +75,15 @@ def ensure_random_model(reference: Path, out: Path) -> Path:
 
 
 class PeakMemory:
-    """Peak resident memory of this process and all its children together, sampled every ``every`` s."""
+    """Peak resident memory of this process and all its children together, sampled every ``every`` s.
 
-    def __init__(self, every: float = 0.2):
-        self.every, self.peak, self._stop = every, 0, threading.Event()
+    On a shared machine it also guards the others: when the machine's available memory falls below
+    ``min_free`` bytes, it kills this process tree (children first) and says so, rather than let the kernel's
+    OOM killer choose someone else's process.
+    """
+
+    def __init__(self, every: float = 0.2, min_free: int = 0):
+        self.every, self.peak, self.min_free, self._stop = every, 0, min_free, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> int:
@@ -94,6 +99,12 @@ class PeakMemory:
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             self.peak = max(self.peak, self.sample())
+            if self.min_free and psutil.virtual_memory().available < self.min_free:
+                print(f"ABORTED: the machine's available memory fell below {self.min_free / GIB:.1f} GiB "
+                      f"(this run's peak so far {self.peak / GIB:.2f} GiB); stopping to protect other jobs", flush=True)
+                for child in psutil.Process().children(recursive=True):
+                    child.kill()
+                os._exit(3)
 
     def __enter__(self) -> PeakMemory:
         self.peak = self.sample()
@@ -121,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--max-held-out", type=int, default=8)
     parser.add_argument("--work", type=Path, default=None, help="app data folder (default: a temporary one)")
+    parser.add_argument("--min-free-gib", type=float, default=1.5,
+                        help="abort when the machine's available memory falls below this (a shared machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = ensure_random_model(args.reference, args.model_dir or real_cache() / "qwen2.5-vl-3b-random-bf16")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-real-loop-"))
     times: dict[str, float] = {}
-    with PeakMemory() as memory:
+    with PeakMemory(min_free=int(args.min_free_gib * GIB)) as memory:
         failed = run_loop(args, model_dir, work, times, memory)
     for name, seconds in times.items():
         print(f"{name:<34} {seconds:8.1f} s")
