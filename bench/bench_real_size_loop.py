@@ -74,6 +74,18 @@ def ensure_random_model(reference: Path, out: Path) -> Path:
     return out
 
 
+def proportional_set_size(pid: int) -> int:
+    """PSS of a process in bytes (/proc/PID/smaps_rollup; 0 where the kernel has none)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        return 0
+    return 0
+
+
 class PeakMemory:
     """Peak resident memory of this process and all its children together, sampled every ``every`` s.
 
@@ -83,17 +95,23 @@ class PeakMemory:
     """
 
     def __init__(self, every: float = 0.2, min_free: int = 0):
-        self.every, self.peak, self.min_free, self._stop = every, 0, min_free, threading.Event()
+        self.every, self.peak, self.peak_pss, self.min_free = every, 0, 0, min_free
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> int:
+        """The tree's resident memory: the sum of RSS (pages two processes map, e.g. the same memory-mapped
+        weights, counted twice: an upper bound); the sum of PSS (each shared page split between its users:
+        the tree's footprint) is kept in ``peak_pss``."""
         me = psutil.Process()
-        total = 0
+        total = pss = 0
         for process in [me, *me.children(recursive=True)]:
             try:
                 total += process.memory_info().rss
-            except psutil.Error:  # a child that just ended
+                pss += proportional_set_size(process.pid)
+            except (psutil.Error, OSError):  # a child that just ended
                 pass
+        self.peak_pss = max(self.peak_pss, pss)
         return total
 
     def _run(self) -> None:
@@ -145,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in times.items():
         print(f"{name:<34} {seconds:8.1f} s")
     peak = memory.peak / GIB
+    print(f"peak of the tree: {peak:.2f} GiB as the sum of RSS (shared memory-mapped weights counted in each "
+          f"process), {memory.peak_pss / GIB:.2f} GiB as the sum of PSS (each page once)")
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / GIB:.0f} GiB; dtype {args.dtype}; "
           f"model {model_dir}")
     if failed or peak > LIMIT_GIB:

@@ -109,14 +109,20 @@ def plan_swap(new: int, old: int, available: int, margin: float = MARGIN) -> Pla
 
 # -- readers ---------------------------------------------------------------------------------------------------
 def available_bytes(device: str | None = None) -> int:
-    """Free memory of ``device``: the GPU's free memory, or the machine's available RAM for the CPU."""
+    """Free memory of ``device``: the GPU's free memory, or the machine's available RAM for the CPU.
+
+    On the CPU the weights transformers loads from safetensors stay memory-mapped: page cache, which the
+    kernel counts as available although evicting it while the model runs means reading it back. This
+    process's file-backed resident pages are therefore not counted as available (they are freed, and
+    count again, once the scorer is released).
+    """
     import torch
 
     if device and device.startswith("cuda") or (device is None and torch.cuda.is_available()):
         return int(torch.cuda.mem_get_info(torch.device(device or "cuda"))[0])
     import psutil
 
-    return int(psutil.virtual_memory().available)
+    return max(0, int(psutil.virtual_memory().available) - int(psutil.Process().memory_info().shared))
 
 
 def safetensors_params(folder: Path) -> int:

@@ -131,6 +131,14 @@ class Services:
     def model_loaded(self) -> bool:
         return self.scorer()[0] is not None
 
+    def loaded_scorer(self) -> Scorer:
+        """The active scorer, or a ``ValueError`` saying why it is released (a training run has the memory)."""
+        scorer, _ = self.scorer()
+        if scorer is None:
+            raise ValueError(f"the model is released while {self.released_for}; stored scores still show, "
+                             "new scores come when it is loaded again")
+        return scorer
+
     @contextmanager
     def using_model(self, background: bool = False) -> Iterator[tuple[Scorer, int]]:
         """Hold the active model for one piece of work (scoring or generating): (scorer, model version id).
@@ -142,11 +150,8 @@ class Services:
         """
         self._acquire_model(background)
         try:
-            scorer, model_id = self.scorer()
-            if scorer is None:
-                raise ValueError(f"the model is released while {self.released_for}; stored scores still show, "
-                                 "new scores come when it is loaded again")
-            yield scorer, model_id
+            model_id = self.scorer()[1]
+            yield self.loaded_scorer(), model_id
         finally:
             self._model_lock.release()
 
