@@ -212,6 +212,8 @@ def run_loop(args, model_dir: Path, work: Path, times: dict, memory: PeakMemory)
         if services.scorer()[1] != model_id or not ranked or ranked[0][1] != ranked[0][1]:
             return "the next ranked view was not scored by the promoted model"
     finally:
+        if not services.queue_scorer.stop(timeout=1800):  # its chunk in progress ends first (minutes at 3B)
+            log.warning("the queue scorer is still scoring")
         services.close()
     return None
 
