@@ -33,6 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "promote, roll back)")
     parser.add_argument("--max-file-size", default="200mb", help="largest upload (e.g. 200mb)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="weights' precision (auto: bf16 on a bf16 GPU or a CPU with AMX/AVX512-BF16, else fp32)")
+    parser.add_argument("--train-threads", type=int,
+                        help="torch threads of a training run's process (default: every core but one)")
     parser.add_argument("--max-new-tokens", type=int,
                         help="length limit of a generated caption (default: scorer.generation's)")
     parser.add_argument("--demo", action="store_true", help="offline demo: tiny model, demo scenes, data/demo")
@@ -74,6 +78,7 @@ def app_config(args: argparse.Namespace):
     given = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
     return AppConfig(data_dir=args.data_dir.resolve(), image_root=args.image_root.resolve(), model=args.model,
                      checkpoint=args.checkpoint, device=args.device, max_file_size=args.max_file_size,
+                     dtype=args.dtype, train_threads=args.train_threads,
                      max_pixels=DEMO_TRAIN_PIXELS if args.demo else None, **given)
 
 

@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=16, help="images or captions per forward pass")
     parser.add_argument("--cache_dir", help="on-disk embedding cache shared between runs")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: accelerate's choice)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="weights' precision (auto: bf16 on a bf16 GPU or a CPU with AMX/AVX512-BF16)")
     args = parser.parse_args(argv)
     single = args.image_path is not None or args.text is not None
     if single and (args.image_path is None or args.text is None):
@@ -127,11 +129,11 @@ def load_scorer(args: argparse.Namespace, device):
 
     if args.checkpoint:
         return Scorer.from_checkpoint(args.checkpoint, device=device, batch_size=args.batch_size,
-                                      cache_dir=args.cache_dir)
+                                      cache_dir=args.cache_dir, dtype=args.dtype)
     from scorer import new_scorer
 
     logging.warning("no --checkpoint: scoring with UNTRAINED heads on %s (for plumbing checks only)", args.model)
-    model, processor = new_scorer(args.model, device=device)
+    model, processor = new_scorer(args.model, device=device, dtype=args.dtype)
     return Scorer(model, processor, f"untrained-{args.model}", args.batch_size, EmbeddingCache(args.cache_dir))
 
 

@@ -48,7 +48,7 @@ SCOPES = ("unlabelled", "all")
 
 def generator_for(services: Services, max_new_tokens: int, batch_size: int = 4) -> LocalQwenGenerator:
     """A generator on the active scorer's backbone (no second model in memory); use it under ``using_model``."""
-    scorer, _ = services.scorer()
+    scorer = services.loaded_scorer()
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
     return LocalQwenGenerator(scorer.model, scorer.processor, settings,
                               model_name=model_label(services.backbone_name()))
@@ -259,7 +259,7 @@ class GenerationJobs:
 
     def _readable(self, job: GenerationJob, paths: list[str]) -> list[tuple[str, object]]:
         """(path, picture) of the images that load; the others are recorded in ``job.skipped``."""
-        processor = self.services.scorer()[0].processor
+        processor = self.services.loaded_scorer().processor
         loaded = []
         for rel in paths:
             try:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCORE_CHUNK = 8  # images per model call of the queue scorer
+SCORE_CHUNK = 2  # images per model call: an annotator waits for one such chunk at most (~5 s at 3B on 2 CPU cores)
+POLL_SECONDS = 30.0  # how often the store is checked for images imported by another process (the CLI)
 LOW_PRIORITY = 10  # nice value of the queue scorer's thread (Linux applies it per thread)
 
 
@@ -53,6 +54,15 @@ class QueueScorer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="queue-scorer", daemon=True)
                 self._thread.start()
+
+    def poll(self, every: float = POLL_SECONDS) -> None:
+        """Start a thread that rescans every ``every`` seconds (images a CLI import added), until :meth:`stop`."""
+        def loop() -> None:
+            while not self._stopped.wait(every):
+                if not self.running():
+                    self.start()
+
+        threading.Thread(target=loop, name="queue-scorer-poll", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no scan is pending; return whether that happened within ``timeout``."""
@@ -101,13 +111,15 @@ class QueueScorer:
 
     def scan(self) -> int:
         """Score every pending image in chunks; return how many were scored. Stops early when the model changes."""
-        _, model_id = self.services.scorer()
+        scorer, model_id = self.services.scorer()
+        if scorer is None:  # released while a run trains; reloading it starts a scan
+            return 0
         todo = self.pending(model_id)
         done = 0
         for start in range(0, len(todo), self.chunk):
             if self._stopped.is_set():
                 break
-            if self.services.scorer()[1] != model_id:
+            if self.services.scorer() != (scorer, model_id):
                 self._wanted.set()  # the next scan uses the new model
                 break
             done += self._score_chunk(todo[start:start + self.chunk], model_id)
@@ -131,7 +143,9 @@ class QueueScorer:
             items.append((image_id, str(path), rows))
         if not items:
             return 0
-        with self.services.using_model() as (scorer, current):
+        if not self.services.model_loaded():
+            return 0
+        with self.services.using_model(background=True) as (scorer, current):
             if current != model_id:
                 return 0
             try:

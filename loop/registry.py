@@ -19,8 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def initial_model(conn: sqlite3.Connection, model: str, checkpoint: Path | None, models_dir: Path,
-                  device: str | None = None) -> int:
-    """The model version the app starts with, registered and made active in the store."""
+                  device: str | None = None, dtype: str | None = None, keep: dict | None = None) -> int:
+    """The model version the app starts with, registered and made active in the store.
+
+    ``keep``: a dict that gets ``{path: (model, processor)}`` when an untrained scorer was built here, so the
+    app uses it as loaded instead of loading its backbone a second time.
+    """
     if checkpoint is not None:
         path = Path(checkpoint).resolve()
         if not is_checkpoint(path):
@@ -29,7 +33,7 @@ def initial_model(conn: sqlite3.Connection, model: str, checkpoint: Path | None,
     elif (current := active_model(conn)) is not None:
         return current.id
     else:
-        path = base_checkpoint(model, models_dir, device)
+        path = base_checkpoint(model, models_dir, device, dtype, keep)
         provenance = {"kind": "base", "model": model}
     known = {v.path: v.id for v in list_model_versions(conn)}  # a path seen before keeps its version
     model_id = known.get(str(path)) or add_model_version(conn, str(path), provenance=provenance)
@@ -37,7 +41,8 @@ def initial_model(conn: sqlite3.Connection, model: str, checkpoint: Path | None,
     return model_id
 
 
-def base_checkpoint(model: str, models_dir: Path, device: str | None = None) -> Path:
+def base_checkpoint(model: str, models_dir: Path, device: str | None = None, dtype: str | None = None,
+                    keep: dict | None = None) -> Path:
     """An untrained scorer on ``model`` (tiny, hub id or path), written once under ``models_dir``.
 
     Its heads are the scorer's default for that backbone (:func:`scorer.config.default_scorer_config`);
@@ -47,7 +52,9 @@ def base_checkpoint(model: str, models_dir: Path, device: str | None = None) -> 
     out = (models_dir / f"base-{slug}").resolve()
     if not is_checkpoint(out):
         tiny = model == "tiny"
-        scorer_model, processor = new_scorer(model, device=device, dtype="float32" if tiny else None)
+        scorer_model, processor = new_scorer(model, device=device, dtype="float32" if tiny else dtype)
         save_checkpoint(scorer_model, processor, out, save_backbone=tiny)
         log.info("untrained scorer on %s written to %s", model, out)
+        if keep is not None and not tiny:  # the tiny one is reloaded from the checkpoint (its saved backbone)
+            keep[str(out)] = (scorer_model, processor)
     return out

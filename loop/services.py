@@ -7,6 +7,7 @@ wants that), the scorer behind a lock so that promoting a model swaps it atomica
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import sqlite3
@@ -21,12 +22,14 @@ from curation.models import active_model, get_model_version, set_active_model
 from curation.store import open_store
 from loop.access import Access
 from loop.generation import GenerationJobs
+from loop.memory_plan import Plan, available_bytes, gib, plan_swap
 from loop.queue_scorer import QueueScorer
 from loop.registry import initial_model
 from loop.training import TrainingJobs
 from scorer import Scorer
 from scorer.checkpoint import BACKBONE_DIR
 from scorer.generation import GenerationSettings
+from scorer.ranking import EmbeddingCache, checkpoint_version
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class AppConfig:
     max_file_size: str = DEFAULT_MAX_UPLOAD
     max_pixels: int | None = None  # training images are shrunk to this many pixels (None: model default)
     max_new_tokens: int = GenerationSettings.max_new_tokens  # length limit of a generated candidate caption
+    dtype: str = "auto"  # precision of the scorer and of a run's frozen base: auto | bf16 | fp16 | fp32
+    train_threads: int | None = None  # torch threads of a training process (None: every core but one)
 
     @property
     def db_path(self) -> Path:
@@ -117,9 +122,14 @@ class Services:
         self._local = threading.local()
         self._scorer_lock = threading.RLock()
         self._model_lock = threading.RLock()  # one user of the model's weights and tokenizer at a time
+        self._priority = threading.Condition()  # counts requests waiting for the model (_waiting)
+        self._waiting = 0
+        self._built: dict = {}  # an untrained scorer built at start-up, used as is (one backbone load)
         model_id = self._initial_model()
-        self._scorer = self._load_scorer(model_id)
+        self._scorer: Scorer | None = self._load_scorer(model_id)
         self._model_id = model_id
+        self._backbone = str(self._scorer.model.config.backbone)
+        self.released_for: str | None = None  # why the scorer is released (a run trains), None while loaded
         self.training = TrainingJobs(self)
         if not self.read_only:
             self.training.recover_interrupted()
@@ -129,17 +139,20 @@ class Services:
     def _initial_model(self) -> int:
         config = self.config
         if not self.read_only:
-            return initial_model(self.conn(), config.model, config.checkpoint, config.models_dir, config.device)
+            return initial_model(self.conn(), config.model, config.checkpoint, config.models_dir, config.device,
+                                 config.dtype, self._built)
         current = active_model(self.conn())  # read-only: nothing is registered or written
         if current is None:
             raise FileNotFoundError(f"read-only store {config.db_path} has no active model")
         return current.id
 
     def start_background(self) -> None:
-        """Start scoring the queue (at launch; it runs again after promotions, imports and generation).
-        A read-only app scores nothing in the background (it could not store the scores)."""
+        """Start scoring the queue (at launch; it runs again after promotions, imports and generation, and every
+        ``queue_scorer.POLL_SECONDS`` for images a CLI import added). A read-only app scores nothing in the
+        background (it could not store the scores)."""
         if not self.read_only:
             self.queue_scorer.start()
+            self.queue_scorer.poll()
 
     # -- store -------------------------------------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -167,47 +180,142 @@ class Services:
                 log.warning("closing a store connection failed: %s", error)
 
     # -- the active model ----------------------------------------------------------------------------
-    def scorer(self) -> tuple[Scorer, int]:
-        """The active scorer and its model version id in the store, read together."""
+    def scorer(self) -> tuple[Scorer | None, int]:
+        """The active scorer (None while released for a training run) and its model version id, read together."""
         with self._scorer_lock:
             return self._scorer, self._model_id
 
+    def model_loaded(self) -> bool:
+        return self.scorer()[0] is not None
+
+    def loaded_scorer(self) -> Scorer:
+        """The active scorer, or a ``ValueError`` saying why it is released (a training run has the memory)."""
+        scorer, _ = self.scorer()
+        if scorer is None:
+            raise ValueError(f"the model is released while {self.released_for}; stored scores still show, "
+                             "new scores come when it is loaded again")
+        return scorer
+
     @contextmanager
-    def using_model(self) -> Iterator[tuple[Scorer, int]]:
+    def using_model(self, background: bool = False) -> Iterator[tuple[Scorer, int]]:
         """Hold the active model for one piece of work (scoring or generating): (scorer, model version id).
 
         Generation switches the model's adapters off and its tokenizer to left padding while it runs, so
-        every use of the weights goes through this lock; keep each hold short (one chunk).
+        every use of the weights goes through this lock; keep each hold short (one chunk). A ``background`` user
+        waits while any other request waits (annotators first). While the scorer
+        is released for a training run, a ``ValueError`` says so (stored scores stay readable).
         """
-        with self._model_lock:
-            yield self.scorer()
+        self._acquire_model(background)
+        try:
+            model_id = self.scorer()[1]
+            yield self.loaded_scorer(), model_id
+        finally:
+            self._model_lock.release()
+
+    def _acquire_model(self, background: bool) -> None:
+        """The model lock; a ``background`` caller (the queue scorer) lets every waiting request go first."""
+        if background:
+            while True:
+                with self._priority:
+                    self._priority.wait_for(lambda: self._waiting == 0)
+                self._model_lock.acquire()
+                with self._priority:
+                    if self._waiting == 0:
+                        return
+                self._model_lock.release()
+        with self._priority:
+            self._waiting += 1
+        try:
+            self._model_lock.acquire()
+        finally:
+            with self._priority:
+                self._waiting -= 1
+                self._priority.notify_all()
+
+    def scorer_bytes(self) -> int:
+        """Bytes the loaded scorer's weights hold (0 while released)."""
+        scorer, _ = self.scorer()
+        if scorer is None:
+            return 0
+        return sum(p.numel() * p.element_size() for p in scorer.model.parameters())
 
     def backbone_name(self) -> str:
         """The active backbone as caption sources name it: a hub id as is, a local folder by its name
         (by the checkpoint's name when the backbone was saved inside the checkpoint)."""
-        scorer, _ = self.scorer()
-        backbone = str(scorer.model.config.backbone)
-        path = Path(backbone)
+        path = Path(self._backbone)
         if not path.exists():
-            return backbone
+            return self._backbone
         return path.parent.name if path.name == BACKBONE_DIR else path.name
 
+    def release_scorer(self, why: str) -> None:
+        """Drop the scorer's weights (e.g. while a run trains on the same device); :meth:`reload_scorer` after."""
+        with self._model_lock, self._scorer_lock:
+            if self._scorer is None:
+                return
+            freed = self.scorer_bytes()
+            self._scorer, self.released_for = None, why
+        _free_memory()
+        log.info("scorer released (%s of weights) while %s", gib(freed), why)
+
+    def reload_scorer(self) -> None:
+        """Load the active model again after :meth:`release_scorer` (nothing when it is loaded)."""
+        with self._model_lock:
+            if self.scorer()[0] is not None:
+                return
+            loaded = self._load_scorer(self._model_id)
+            with self._scorer_lock:
+                self._scorer, self.released_for = loaded, None
+        log.info("scorer v%d loaded again", self._model_id)
+        self.queue_scorer.start()
+
+    def plan_swap(self, model_id: int) -> Plan:
+        """Whether ``model_id`` fits once the active scorer is released (its size from its checkpoint)."""
+        from loop.memory_plan import checkpoint_bytes
+
+        version = get_model_version(self.conn(), model_id)
+        need = checkpoint_bytes(version.path, self.config.dtype, self.config.device)
+        return plan_swap(need, self.scorer_bytes(), available_bytes(self.config.device))
+
     def activate(self, model_id: int) -> None:
-        """Make ``model_id`` the active model: load it, record it in the store, then swap it in."""
+        """Make ``model_id`` the active model: release the old scorer, load the new one, record it in the store.
+
+        The memory plan is checked first (``ValueError`` with the numbers when the new model cannot fit);
+        when loading the new one fails, the old one is loaded again and the error raised.
+        """
         version = get_model_version(self.conn(), model_id)
         if version is None:
             raise ValueError(f"model version {model_id} does not exist")
-        loaded = self._load_scorer(model_id)
-        with self._scorer_lock:
-            set_active_model(self.conn(), model_id)
-            self._scorer, self._model_id = loaded, model_id
+        plan = self.plan_swap(model_id)
+        if not plan.fits:
+            raise ValueError(f"model version {model_id} cannot be loaded: {plan.describe()}")
+        with self._model_lock:
+            old_id = self._model_id
+            with self._scorer_lock:
+                self._scorer = None
+            _free_memory()
+            try:
+                loaded = self._load_scorer(model_id)
+            except Exception:
+                log.exception("loading model version %d failed; version %d is loaded again", model_id, old_id)
+                restored = self._load_scorer(old_id)
+                with self._scorer_lock:
+                    self._scorer, self.released_for = restored, None
+                raise
+            with self._scorer_lock:
+                set_active_model(self.conn(), model_id)
+                self._scorer, self._model_id, self.released_for = loaded, model_id, None
+                self._backbone = str(loaded.model.config.backbone)
         log.info("active model is now version %d (%s)", model_id, version.path)
         self.queue_scorer.start()  # the queue's order follows the new model's margins
 
     def _load_scorer(self, model_id: int) -> Scorer:
         version = get_model_version(self.conn(), model_id)
+        built = self._built.pop(version.path, None)
+        if built is not None:
+            return Scorer(*built, checkpoint_version(version.path), 16, EmbeddingCache(self.config.cache_dir))
         return Scorer.from_checkpoint(version.path, device=self.config.device, batch_size=16,
-                                      cache_dir=None if self.read_only else self.config.cache_dir)
+                                      cache_dir=None if self.read_only else self.config.cache_dir,
+                                      dtype=self.config.dtype)
 
     def image_path(self, rel_path: str) -> Path:
         """An image of the store on disk (inside the image root, or ``PathOutsideRootError``)."""
@@ -220,3 +328,15 @@ class Services:
         self.training.cancel_all()
         self.generation.cancel()
         self.close_conn()
+
+
+def _free_memory() -> None:
+    """Give released weights back: Python's cycles, then the CUDA allocator's cache."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass

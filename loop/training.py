@@ -39,6 +39,7 @@ from curation.models import (
 )
 from curation.triplets import TripletFilter, triplet_records
 from loop.backbones import resolve_lora_rank
+from loop.memory_plan import Plan, available_bytes, checkpoint_shape, dtype_bytes, plan_training, training_need
 from loop.promotion import AppliedPromotion, decide_promotion
 from loop.train_worker import run_training
 
@@ -65,6 +66,10 @@ class TrainForm:
     human_only: bool = False
     val_split: float = 0.2
     batch_size: int = 8
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    evaluations: int = EVALUATIONS  # held-out evaluations during the run (points of the accuracy curves)
+    max_held_out: int | None = None  # at most this many held-out triplets (None: the whole split)
     max_pixels: int | None = None
     base_checkpoint: str | None = None  # None: the active model
     auto_promote: bool = True  # make the new model active when it is better on the held-out set
@@ -72,6 +77,11 @@ class TrainForm:
     def __post_init__(self) -> None:
         if not 0.0 < self.val_split < 1.0:
             raise ValueError(f"validation share must lie strictly between 0 and 1, got {self.val_split}")
+        for name in ("batch_size", "grad_accum", "evaluations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_held_out is not None and self.max_held_out < 1:
+            raise ValueError(f"max_held_out must be at least 1 triplet, got {self.max_held_out}")
         if self.lora_rank is not None and self.lora_rank < 0:
             raise ValueError(f"LoRA rank must be 0 or more, got {self.lora_rank}")
 
@@ -126,6 +136,28 @@ def split_by_image(records: list[dict], val_share: float) -> tuple[list[dict], l
     return train, val
 
 
+CAPTION_TOKENS = 96  # tokens of a triplet's captions (positive and negative, with the prompt) for the plan
+
+
+def plan_run(services: Services, form: TrainForm, parent_path: str, lora_rank: int, train: list[dict]) -> Plan:
+    """The memory plan of a run from ``parent_path``: its need (frozen base, trainable state, activations
+    of one micro-batch at the first training image's size) against the device beside the app's scorer."""
+    from PIL import Image
+
+    shape = checkpoint_shape(parent_path)
+    available, scorer = available_bytes(services.config.device), services.scorer_bytes()
+    if shape is None:
+        return Plan(True, False, 0, scorer, available, "the backbone's size is unknown (not a local folder)")
+    with Image.open(services.image_path(train[0]["image_name"])) as image:
+        pixels = image.width * image.height
+    need = training_need(shape, dtype_bytes(services.config.dtype, services.config.device, shape.hidden),
+                         lora_rank, form.batch_size, min(pixels, form.max_pixels or pixels), CAPTION_TOKENS,
+                         form.gradient_checkpointing)
+    plan = plan_training(need.total(), scorer, available)
+    log.info("training need: %s", need.describe())
+    return plan
+
+
 class TrainingJobs:
     """The app's training runs: at most one runs at a time; finished ones stay readable."""
 
@@ -156,9 +188,13 @@ class TrainingJobs:
         lora_rank = resolve_lora_rank(form.lora_rank, parent_path)
         records = triplet_records(conn, TripletFilter(human_only=form.human_only))
         train, val = split_by_image(records, form.val_split)
+        val = val[:form.max_held_out] if form.max_held_out else val
         if not train or not val:
             raise ValueError(f"{len(records)} triplets in the store ({'human only' if form.human_only else 'all'})"
                              " are too few to train and hold out; annotate or import more")
+        plan = plan_run(self.services, form, parent_path, lora_rank, train)
+        if not plan.fits:
+            raise ValueError(f"this run cannot train on this machine: {plan.describe()}")
         parent_id = next((v.id for v in list_model_versions(conn) if v.path == parent_path), active_id)
         run_id = add_training_run(conn, {"form": {**form.__dict__, "lora_rank": lora_rank},
                                          "parent_model": parent_id, "active_model": active_id})
@@ -171,7 +207,10 @@ class TrainingJobs:
                                                       "config": config})
         events, stop_event = self._context.Queue(), self._context.Event()
         eval_spec = {"val_file": str(run_dir / "val.json"), "image_root": str(self.services.image_root),
-                     "parent": parent_path, "active": active_path}
+                     "parent": parent_path, "active": active_path, "threads": self.services.config.train_threads}
+        log.info("training run %d memory plan: %s", run_id, plan.describe())
+        if plan.release_scorer:
+            self.services.release_scorer(f"training run {run_id} trains")
         lifeline, keep = self._context.Pipe(duplex=False)  # the child's end reaches EOF when the app is gone
         process = self._context.Process(target=run_training, name=f"train-run-{run_id}", daemon=True,
                                         args=(config, eval_spec, events, stop_event, os.getpid(), lifeline))
@@ -191,15 +230,17 @@ class TrainingJobs:
         """The trainer's config; held-out evaluation about EVALUATIONS times per run, for the accuracy curves."""
         from trainer.config import TrainConfig  # the trainer's package loads accelerate: only when a run starts
 
-        steps = form.max_steps or math.ceil(form.epochs * math.ceil(n_train / form.batch_size))
+        steps = form.max_steps or math.ceil(form.epochs * math.ceil(n_train / (form.batch_size * form.grad_accum)))
 
         config = TrainConfig(
             init_checkpoint=parent_path, train_backbone="lora" if lora_rank > 0 else "full",
             lora_r=max(lora_rank, 1), loss=form.loss, epochs=form.epochs, max_steps=form.max_steps or None,
-            lr=form.lr, batch_size=form.batch_size, max_pixels=form.max_pixels,
+            lr=form.lr, batch_size=form.batch_size, grad_accum=form.grad_accum,
+            gradient_checkpointing=form.gradient_checkpointing, max_pixels=form.max_pixels,
+            dtype=self.services.config.dtype,
             train_file=str(run_dir / "train.json"), val_file=str(run_dir / "val.json"),
             image_root=str(self.services.image_root), output_dir=str(run_dir / "out"), log_every=1,
-            eval_every=max(1, steps // EVALUATIONS),
+            eval_every=max(1, steps // form.evaluations),
             on_invalid="skip",
         )
         return config.to_dict()
@@ -235,7 +276,15 @@ class TrainingJobs:
             log.exception("training run %d: recording its outcome failed", job.run_id)
             self._fail(job, traceback.format_exc())
         finally:
+            self._reload_after(job)
             self.services.close_conn()  # this thread's connection to the store
+
+    def _reload_after(self, job: Job) -> None:
+        """The app's scorer, released for the run and not replaced by a promotion, is loaded again."""
+        try:
+            self.services.reload_scorer()
+        except Exception:  # noqa: BLE001 - logged; the app keeps serving stored scores
+            log.exception("training run %d: loading the app's scorer again failed", job.run_id)
 
     def _fail(self, job: Job, error: str) -> None:
         """Mark the job and the store's run failed, with the traceback."""

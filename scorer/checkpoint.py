@@ -72,7 +72,7 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
     directory = Path(path)
     if (directory / CONFIG_FILE).is_file():
         config = ScorerConfig.load(directory / CONFIG_FILE)
-        return CheckpointInfo(_backbone_source(directory, config.backbone),
+        return CheckpointInfo(_backbone_source(directory, config.backbone, _relative_backbone(config)),
                               config.lora.r if config.lora is not None else None, original=False)
     if (directory / ORIGINAL_CONFIG_FILE).is_file():
         original = json.loads((directory / ORIGINAL_CONFIG_FILE).read_text(encoding="utf-8"))
@@ -118,6 +118,10 @@ def save_checkpoint(
             # carry it along, hard-linked when possible, so this checkpoint survives that one's deletion.
             shutil.copytree(config.backbone, staging / BACKBONE_DIR, copy_function=_link_or_copy)
             config.backbone = BACKBONE_DIR
+        elif Path(config.backbone).is_dir():  # a local backbone: absolute, and relative to the checkpoint
+            absolute = Path(config.backbone).resolve()
+            config.backbone = str(absolute)
+            config.extra["backbone_relative"] = os.path.relpath(absolute, out.resolve())
         if model.has_lora:
             model.backbone.save_pretrained(staging / ADAPTER_DIR, safe_serialization=True)
         save_file({k: v.float().cpu() for k, v in model.heads_state_dict().items()}, staging / HEADS_FILE)
@@ -152,9 +156,24 @@ def replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _backbone_source(checkpoint: Path, backbone: str) -> str:
+def _backbone_source(checkpoint: Path, backbone: str, relative: str | None = None) -> str:
+    """Where the backbone is: inside the checkpoint, at its recorded path, or at its recorded path relative
+    to the checkpoint (a moved checkpoint folder); ``FileNotFoundError`` naming both when neither resolves."""
     local = checkpoint / backbone
-    return str(local) if not Path(backbone).is_absolute() and local.is_dir() else backbone
+    if not Path(backbone).is_absolute() and local.is_dir():
+        return str(local)
+    if relative is None or Path(backbone).is_dir():
+        return backbone
+    beside = (checkpoint / relative).resolve()
+    if beside.is_dir():
+        return str(beside)
+    raise FileNotFoundError(f"checkpoint {checkpoint}: its backbone folder is neither at {backbone} nor at {beside} "
+                            f"({relative} relative to the checkpoint); move it back or edit {CONFIG_FILE}")
+
+
+def _relative_backbone(config: ScorerConfig) -> str | None:
+    relative = config.extra.get("backbone_relative")
+    return str(relative) if relative else None
 
 
 def load_checkpoint(
@@ -184,7 +203,7 @@ def load_checkpoint(
     config.max_pixels = max_pixels or config.max_pixels
     # A checkpoint-local backbone is recorded by absolute path in memory, so a later LoRA-only save
     # elsewhere still points at it.
-    config.backbone = _backbone_source(directory, config.backbone)
+    config.backbone = _backbone_source(directory, config.backbone, _relative_backbone(config))
     qwen, hf_processor = load_backbone(config.backbone, device=device, dtype=dtype,
                                        min_pixels=config.min_pixels, max_pixels=config.max_pixels)
     backbone = qwen

@@ -90,7 +90,10 @@ def test_a_stop_before_the_first_evaluation_still_returns_a_best_checkpoint(demo
                                             image_root=str(demo_root), output_dir=str(tmp_path / "run"),
                                             max_steps=5, eval_every=5), stop_event=stop)
     assert metrics["stopped"] and metrics["step"] == 1 and not any(k.startswith("val/") for k in metrics)
-    assert checkpoint == tmp_path / "run" / "best" and load_trainer_state(checkpoint)["step"] == 1
+    assert checkpoint == tmp_path / "run" / "best" and load_trainer_state(tmp_path / "run" / "last")["step"] == 1
+    assert not (checkpoint / "trainer_state.pt").exists()  # the optimizer state lives in last only
+    heads_best, heads_last = checkpoint / "heads.safetensors", tmp_path / "run" / "last" / "heads.safetensors"
+    assert heads_best.stat().st_ino == heads_last.stat().st_ino  # best links last's files: no second copy
     load_checkpoint(checkpoint)
 
 

@@ -3,12 +3,14 @@
 ``OUTPUT_DIR/last`` and ``OUTPUT_DIR/best`` are complete scorer checkpoints (loadable with
 ``scorer.load_checkpoint``) that also carry::
 
-    trainer_state.pt    step, optimizer, scheduler, RNG states, best metric, trainable parameter names
+    trainer_state.pt    step, optimizer, scheduler, RNG states, best metric, trainable parameter names (last only)
     train_config.json   the TrainConfig of the run
     metrics.json        the latest training and validation metrics
 
 Each is built in a temporary sibling directory and renamed into place, so a crash or a stop never
-leaves a half-written ``last`` or ``best``.
+leaves a half-written ``last`` or ``best``. ``best`` is no second copy: its files are hard links to those
+of ``last`` at the step it was chosen (a save never rewrites a file in place, it writes a new directory, so
+the links keep that step's weights), without the optimizer state; a copy only where links are impossible.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scorer.checkpoint import replace_dir, save_checkpoint
+from scorer.checkpoint import _link_or_copy, replace_dir, save_checkpoint
 
 TRAINER_STATE = "trainer_state.pt"
 
@@ -59,10 +61,12 @@ def save_training_checkpoint(out: Path, model, processor, trainer_state: dict, c
 
 
 def copy_checkpoint(source: Path, out: Path) -> Path:
-    """Atomic copy (``last`` → ``best``)."""
+    """Atomic link of ``last`` → ``best``: hard links to its files (copies across file systems), without the
+    optimizer state (``trainer_state.pt`` stays in ``last`` only)."""
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        shutil.copytree(source, staging / "checkpoint")
+        shutil.copytree(source, staging / "checkpoint", copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns(TRAINER_STATE))
         replace_dir(staging / "checkpoint", out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,7 @@ import yaml
 from trainer.losses import DEFAULT_TERM_WEIGHTS, parse_loss_spec
 
 TRAIN_BACKBONE = ("lora", "full", "none")
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")  # as scorer.qwen2_5_vl.backbone.DTYPE_CHOICES
 
 
 @dataclass
@@ -36,6 +37,7 @@ class TrainConfig:
     max_pixels: int | None = None  # processor pixel budget (None: the backbone's or checkpoint's own)
     min_pixels: int | None = None
     max_text_tokens: int | None = None
+    dtype: str = "auto"  # the frozen base's precision: auto | bf16 | fp16 | fp32 (trained parameters stay fp32)
     # -- data --------------------------------------------------------------------------------------
     train_file: str | None = None
     val_file: str | None = None
@@ -74,12 +76,15 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None: once per epoch and at the end
     save_every: int = 200  # steps; a checkpoint is also written at the end and on a stop
     eval_batch_size: int = 32
+    eval_at_start: bool = False  # evaluate the model it starts from before step 1 (step 0 of the curves)
     best_metric: str = "mean_accuracy"  # one of TripletEvaluator.metric_names (train() checks it)
     resume: bool = False  # continue from OUTPUT_DIR/last (model, optimizer, scheduler, step, RNG)
 
     def __post_init__(self) -> None:
         if self.train_backbone not in TRAIN_BACKBONE:
             raise ValueError(f"train_backbone must be one of {TRAIN_BACKBONE}, got {self.train_backbone!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ValueError(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
         for name in ("batch_size", "grad_accum", "log_every", "save_every"):

@@ -244,13 +244,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--skip_missing", action="store_true", help="leave out records/images whose file is missing")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="weights' precision (auto: bf16 on a bf16 GPU or a CPU with AMX/AVX512-BF16)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from scorer.checkpoint import load_checkpoint
 
     evaluator = build_evaluator(args.data, args.image_root, args.seed, args.mismatched_images,
                                 None if args.split == "all" else args.split, args.image_template, args.skip_missing)
-    model, processor = load_checkpoint(args.checkpoint, device=args.device)
+    model, processor = load_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype)
     metrics = evaluator(model, processor, args.batch_size, progress=True)
     print(format_table(metrics, evaluator.primary_metric))
     if args.output:

@@ -196,6 +196,11 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
     bar = tqdm(total=max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
                disable=not accelerator.is_main_process)
     metrics: dict[str, float] = {}
+    if evaluator is not None and config.eval_at_start and state.step == 0:  # the model it starts from, same weights
+        start = {"step": 0, "max_steps": max_steps, **_evaluate(evaluator, model, processor, config, accelerator,
+                                                                out, 0)}
+        if on_progress is not None and accelerator.is_main_process:
+            on_progress(start)
     while state.step < max_steps and not state.stopped:
         lr = scheduler.get_last_lr()[0]
         parts, skipped = forward_backward(module, objective, [next(batches) for _ in range(config.grad_accum)],

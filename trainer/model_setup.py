@@ -17,11 +17,16 @@ from trainer.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 
-def base_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
-    """fp32 master weights for whatever is trained; a frozen base (LoRA, heads only) in bf16 on GPU."""
-    if device.type == "cuda" and config.train_backbone != "full" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+def base_dtype(config: TrainConfig, device: torch.device) -> str | torch.dtype:
+    """The frozen base's precision: ``config.dtype`` (``auto``: bf16 on a bf16 GPU or CPU, fp32 elsewhere;
+    the backbone loader resolves it and logs why); fp32 for a full fine-tune, where every weight is trained.
+
+    Whatever is trained is cast to fp32 master weights afterwards (:func:`set_trainable`), so a LoRA run
+    holds the 3B base in bf16 (7 GB, not 15) and only the adapters, heads and temperature in fp32.
+    """
+    if config.train_backbone == "full":
+        return torch.float32
+    return config.dtype
 
 
 def fresh_scorer_config(config: TrainConfig) -> ScorerConfig:
@@ -53,6 +58,7 @@ def build_model(config: TrainConfig, device: torch.device,
         model.apply_lora(LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                                       towers=config.lora_towers, target_regex=config.lora_target_regex))
     model.config.extra["trained_from"] = str(source or config.model)
+    logger.info("frozen base in %s, trained parameters in fp32", str(model.qwen.dtype).removeprefix("torch."))
     return model, processor
 
 

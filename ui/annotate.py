@@ -77,7 +77,7 @@ def ranked_captions(services: Services, image_id: int) -> list[tuple[CaptionRow,
     """The image's captions scored by the active model, best first. New scores are stored for the queue."""
     conn = services.conn()
     rows = image_captions(conn, image_id)
-    if rows and any(row.score is None for row in rows):  # not yet scored by the queue scorer
+    if rows and any(row.score is None for row in rows) and services.model_loaded():  # not scored yet
         path = services.image_path(get_image(conn, image_id).path)
         with services.using_model() as (scorer, model_id):
             ranked = scorer.rank([(str(path), [row.text for row in rows])])[0]
@@ -122,6 +122,8 @@ def render(services: Services, annotator: str, state: dict, status: str = "", pi
     _, model_id = services.scorer()
     info = say("image_info", id=image.id, path=image.path, cls=image.cls or "—", sources=", ".join(sources) or "—",
                model=model_id)
+    if not services.model_loaded():  # a training run has the memory: stored scores only
+        info += "\n\n" + say("model_released", why=services.released_for)
     shown = load_image(services.image_path(image.path), max_pixels=DISPLAY_MAX_PIXELS) if picture else None
     state["caption_ids"] = ids  # what the table shows, row by row
     selected_text = ranked[state["selected"]][0].text if ranked else ""

@@ -52,6 +52,12 @@ EN = {
     "lora_default_adapters": "{model} has LoRA adapters of rank {rank}: the run continues them",
     "lora_default_lora": "{model}: LoRA of rank {rank}; 0 would fine-tune the whole backbone (slow, and it is "
                          "saved at every evaluation)",
+    "batch_size": "Batch size", "grad_accum": "Gradient accumulation (micro-batches a step)",
+    "grad_checkpointing": "Gradient checkpointing (less memory, ~30% slower)",
+    "evaluations": "Held-out evaluations during the run", "max_held_out": "Held-out triplets at most (0: all)",
+    "estimate": "{settings}. Estimate: {per_step:.1f} s a step, {total} for {steps} steps and {evals} "
+                "evaluations of {held_out} triplets ({basis})",
+    "model_released": "the model is released while {why}: the scores shown are the stored ones",
     "val_split": "Validation share", "start": "Start training", "cancel": "Cancel", "promote": "Promote",
     "progress": "Progress", "log": "Log", "evaluation": "Held-out evaluation",
     "models": "Model versions", "compare": "Compare", "rollback": "Make active (roll back)",
@@ -183,6 +189,12 @@ ZH = {
     "lora_default_adapters": "{model} 已有秩为 {rank} 的 LoRA 适配器：训练将继续它们",
     "lora_default_lora": "{model}：秩为 {rank} 的 LoRA；0 会全量微调整个骨干（很慢，且每次评估都保存它）",
     "which_triplets": "三元组", "val_split": "验证比例",
+    "batch_size": "批大小", "grad_accum": "梯度累积（每步的微批数）",
+    "grad_checkpointing": "梯度检查点（省内存，约慢 30%）",
+    "evaluations": "训练中的留出集评估次数", "max_held_out": "留出三元组上限（0：全部）",
+    "estimate": "{settings}。估计：每步 {per_step:.1f} 秒，{steps} 步和 {evals} 次 {held_out} 个三元组的评估"
+                "共 {total}（{basis}）",
+    "model_released": "模型在{why}期间已释放：显示的是已存储的分数",
     "start": "开始训练", "cancel": "取消", "promote": "设为当前模型", "progress": "进度", "log": "日志",
     "evaluation": "留出集评估", "models": "模型版本", "compare": "比较", "rollback": "设为当前（回滚）",
     "model_a": "模型 A", "model_b": "模型 B", "refresh": "刷新",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,7 +11,9 @@ import gradio as gr
 import pandas as pd
 
 from curation.models import get_model_version, list_model_versions
+from curation.triplets import TripletFilter, triplet_records
 from loop import AppliedPromotion, RunSnapshot, Services, TrainForm, lora_default
+from loop.run_settings import default_settings, estimate_time
 from ui.common import localized, metric_label, require, say, tr, user_errors
 
 LOSSES = ["infonce+focal_triplet", "infonce", "siglip", "focal_triplet", "siglip+focal_triplet"]
@@ -21,20 +24,23 @@ POLL_SECONDS = 1.0
 
 def start_training(services: Services, base: str | None, loss: str, epochs: float, max_steps: float | None,
                    lr: float, lora_rank: float, triplets: str, val_split: float, auto_promote: bool = True,
-                   max_pixels: int | None = None) -> str:
-    """Start a run in the background; return a status line."""
+                   batch_size: float | None = None, grad_accum: float | None = None,
+                   gradient_checkpointing: bool | None = None, evaluations: float | None = None,
+                   max_held_out: float | None = None, max_pixels: int | None = None) -> str:
+    """Start a run in the background; return a status line. Unset run settings take the model's defaults."""
     require(services, "train")
-    base_path = None
-    if base not in (None, "", ACTIVE):
-        versions = {f"v{v.id}": v.path for v in list_model_versions(services.conn())}
-        if base not in versions:
-            raise ValueError(f"unknown model version {base!r}")
-        base_path = versions[base]
+    base_path = _base_path(services, base)
+    defaults = default_settings(services, base_path or _active_path(services))
     form = TrainForm(loss=loss, epochs=float(epochs), max_steps=int(max_steps) if max_steps else None,
                      lr=float(lr), lora_rank=None if lora_rank in (None, "") else int(lora_rank),
                      human_only=triplets == "human",
                      val_split=float(val_split), max_pixels=max_pixels or services.config.max_pixels,
-                     base_checkpoint=base_path, auto_promote=bool(auto_promote))
+                     base_checkpoint=base_path, auto_promote=bool(auto_promote),
+                     batch_size=int(batch_size or defaults.batch_size),
+                     grad_accum=int(grad_accum or defaults.grad_accum),
+                     gradient_checkpointing=defaults.gradient_checkpointing if gradient_checkpointing is None
+                     else bool(gradient_checkpointing), evaluations=int(evaluations or defaults.evaluations),
+                     max_held_out=int(max_held_out) if max_held_out else None)
     run_id = services.training.start(form)
     return say("train_started", run=run_id)
 
@@ -42,6 +48,49 @@ def start_training(services: Services, base: str | None, loss: str, epochs: floa
 def base_labels(choices: list[str]) -> list[tuple]:
     """The Start-from choices as the dropdown shows them: the active model's label in the browser's language."""
     return [(tr("active_model_choice") if c == ACTIVE else c, c) for c in choices]
+
+
+def _active_path(services: Services) -> str:
+    return get_model_version(services.conn(), services.scorer()[1]).path
+
+
+def _base_path(services: Services, base: str | None) -> str | None:
+    """The checkpoint of a "Start from" choice (None: the active model)."""
+    if base in (None, "", ACTIVE):
+        return None
+    versions = {f"v{v.id}": v.path for v in list_model_versions(services.conn())}
+    if base not in versions:
+        raise ValueError(f"unknown model version {base!r}")
+    return versions[base]
+
+
+def settings_fields(services: Services, base: str | None = ACTIVE) -> tuple[dict, ...]:
+    """(batch, accumulation, checkpointing, evaluations, held-out cap) updates: the defaults for ``base``."""
+    settings = default_settings(services, _base_path(services, base) or _active_path(services))
+    return (gr.update(value=settings.batch_size), gr.update(value=settings.grad_accum),
+            gr.update(value=settings.gradient_checkpointing), gr.update(value=settings.evaluations),
+            gr.update(value=settings.max_held_out or 0))
+
+
+def estimate_text(services: Services, base: str | None, epochs: float, max_steps: float | None, val_split: float,
+                  batch_size: float, grad_accum: float, evaluations: float, max_held_out: float | None) -> str:
+    """The run's time per step and in total, before it starts, with what the figures are based on."""
+    path = _base_path(services, base) or _active_path(services)
+    n = len(triplet_records(services.conn(), TripletFilter()))
+    batch, accum = max(1, int(batch_size or 1)), max(1, int(grad_accum or 1))
+    steps = int(max_steps) if max_steps else max(1, math.ceil(float(epochs or 1) * n * (1 - val_split) /
+                                                               (batch * accum)))
+    held_out = int(n * val_split) if not max_held_out else min(int(max_held_out), int(n * val_split))
+    estimate = estimate_time(services, path, batch, accum, steps, int(evaluations or 1), max(1, held_out))
+    settings = default_settings(services, path)
+    return say("estimate", settings=settings.why, per_step=estimate.seconds_per_step,
+               total=_duration(estimate.total_seconds), steps=steps, evals=int(evaluations or 1) + 1,
+               held_out=max(1, held_out), basis=estimate.basis)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 \
+        else f"{seconds:.0f} s"
 
 
 def base_choices(services: Services) -> list[str]:
@@ -229,8 +278,22 @@ def build_train_tab(services: Services) -> TrainTab:
             triplets = gr.Radio([(t("triplets_all"), "all"), (t("triplets_human"), "human")], value="all",
                                 label=t("which_triplets"))
             val_split = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label=t("val_split"))
+            defaults = default_settings(services, _active_path(services))
+            with gr.Row():
+                batch_size = gr.Number(defaults.batch_size, label=t("batch_size"), precision=0, minimum=1,
+                                       elem_id="train-batch-size")
+                grad_accum = gr.Number(defaults.grad_accum, label=t("grad_accum"), precision=0, minimum=1,
+                                       elem_id="train-grad-accum")
+            with gr.Row():
+                evaluations = gr.Number(defaults.evaluations, label=t("evaluations"), precision=0, minimum=1,
+                                        elem_id="train-evaluations")
+                max_held_out = gr.Number(defaults.max_held_out or 0, label=t("max_held_out"), precision=0,
+                                         minimum=0, elem_id="train-max-held-out")
+            checkpointing = gr.Checkbox(defaults.gradient_checkpointing, label=t("grad_checkpointing"),
+                                        elem_id="train-checkpointing")
             auto_promote = gr.Checkbox(True, label=t("auto_promote"), info=t("auto_promote_info"),
                                        elem_id="train-auto-promote")
+            estimate = gr.Markdown(elem_id="train-estimate")
             with gr.Row():
                 start_btn = gr.Button(t("start"), variant="primary", elem_id="btn-train-start")
                 cancel_btn = gr.Button(t("cancel"), variant="stop", elem_id="btn-train-cancel")
@@ -253,10 +316,17 @@ def build_train_tab(services: Services) -> TrainTab:
     timer.tick(localized(lambda seen: poll(services, seen)), shown, poll_outputs, api_name="train_poll",
                show_progress="hidden", concurrency_limit=None)
     start_btn.click(user_errors(lambda *a: start_training(services, *a)),
-                    [base, loss, epochs, max_steps, lr, lora_rank, triplets, val_split, auto_promote], message,
+                    [base, loss, epochs, max_steps, lr, lora_rank, triplets, val_split, auto_promote, batch_size,
+                     grad_accum, checkpointing, evaluations, max_held_out], message,
                     api_name="train_start").success(lambda: gr.Timer(active=True), None, timer, api_name=False)
+    estimate_inputs = [base, epochs, max_steps, val_split, batch_size, grad_accum, evaluations, max_held_out]
+    for field in estimate_inputs:
+        field.change(user_errors(lambda *a: estimate_text(services, *a)), estimate_inputs, estimate,
+                     api_name=False, show_progress="hidden")
     cancel_btn.click(user_errors(lambda: cancel_training(services)), None, message, api_name="train_cancel")
     promote_btn.click(user_errors(lambda: promote_latest(services)), None, message, api_name="train_promote")
     base.input(user_errors(lambda b: gr.update(**lora_field(services, b))), base, lora_rank, api_name=False)
+    base.input(user_errors(lambda b: settings_fields(services, b)), base,
+               [batch_size, grad_accum, checkpointing, evaluations, max_held_out], api_name=False)
     return TrainTab(timer, message, promote_btn, localized(lambda b: refresh_form(services, b)), [base],
                     [base, lora_rank])
