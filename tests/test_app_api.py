@@ -653,7 +653,7 @@ def test_train_cancel_then_auto_promote_then_promote_by_hand_and_roll_back(clien
 
     # a few steps at a high rate: the tiny model beats the untrained one on the held-out image, and the
     # watcher promotes it on its own, recording the decision and both numbers of the deciding metric
-    train(client, 4, auto_promote=True)
+    train(client, 40, auto_promote=True)
     out = _wait_for(client, "done")
     active, new = held_out(out)["mean_accuracy *"]
     assert out[0] == 100 and new > active, held_out(out)
