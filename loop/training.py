@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 FINISHED = ("done", "failed", "cancelled")
 CANCEL_GRACE_S = 60.0
 EVALUATIONS = 10  # held-out evaluations per run (each a point of the accuracy curves)
+RUN_OWNED = {"init_checkpoint", "train_file", "val_file", "image_root", "val_image_root", "output_dir", "resume"}
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,11 @@ class TrainForm:
     max_pixels: int | None = None
     base_checkpoint: str | None = None  # None: the active model
     auto_promote: bool = True  # make the new model active when it is better on the held-out set
+    recipe: dict = field(default_factory=dict)  # further TrainConfig fields (a recipe's: seed, head_lr, augment ...)
 
     def __post_init__(self) -> None:
+        if owned := sorted(set(self.recipe) & RUN_OWNED):
+            raise ValueError(f"training recipe sets {owned}: the run chooses these itself")
         if not 0.0 < self.val_split < 1.0:
             raise ValueError(f"validation share must lie strictly between 0 and 1, got {self.val_split}")
         if self.lora_rank is not None and self.lora_rank < 0:
@@ -183,7 +187,7 @@ class TrainingJobs:
 
         steps = form.max_steps or math.ceil(form.epochs * math.ceil(n_train / form.batch_size))
 
-        config = TrainConfig(
+        config = TrainConfig.from_dict(dict(
             init_checkpoint=parent_path, train_backbone="lora" if lora_rank > 0 else "full",
             lora_r=max(lora_rank, 1), loss=form.loss, epochs=form.epochs, max_steps=form.max_steps or None,
             lr=form.lr, batch_size=form.batch_size, max_pixels=form.max_pixels,
@@ -191,7 +195,7 @@ class TrainingJobs:
             image_root=str(self.services.image_root), output_dir=str(run_dir / "out"), log_every=1,
             eval_every=max(1, steps // EVALUATIONS),
             on_invalid="skip",
-        )
+        ) | form.recipe)
         return config.to_dict()
 
     def _monitor(self, job: Job, events) -> None:
