@@ -24,14 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing as mp
+import os
 import random
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,11 +67,12 @@ class SimConfig:
     triplets: str = "triplets_train.json"  # the seed-format file in data_dir (its image paths are relative to it)
     strategies: tuple[str, ...] = ("uncertainty", "random", "balanced")
     seeds: tuple[int, ...] = (0, 1, 2)
-    rounds: int = 5
-    k: int = 24  # images annotated per round
+    rounds: int = 4
+    k: int = 30  # images annotated per round
     held_out: float = 0.2  # share of the images set aside (fixed, by image)
     epochs: float = 3.0  # per training run, over everything annotated so far
     max_images: int | None = None  # use only this many images of the data set (quick runs)
+    workers: int = 2  # simulations at once (processes; each training run is a process with one torch thread)
 
 
 def queue_options(strategy: str, seed: int) -> QueueOptions:
@@ -154,6 +159,7 @@ def train_round(services: Services, form: TrainForm) -> dict:
 def simulate(cfg: SimConfig, strategy: str, seed: int, files: tuple[Path, Path, dict], base: Path,
              recipe: TrainConfig) -> list[dict]:
     """One strategy and seed: rounds of k images → retrain → evaluate the active model on the held-out set."""
+    torch.set_num_threads(1)  # one core per simulation: the workers share the machine
     pool_file, held_file, truth = files
     data_dir = cfg.out_dir / f"{strategy}-seed{seed}"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -267,12 +273,15 @@ def run(cfg: SimConfig) -> float:
     files = split_data(cfg)
     base = base_model(cfg, recipe)
     runs: dict[str, dict[int, list[dict]]] = {s: {} for s in cfg.strategies}
-    for seed in cfg.seeds:
-        for strategy in cfg.strategies:
-            runs[strategy][seed] = simulate(cfg, strategy, seed, files, base, recipe)
-            last = runs[strategy][seed][-1]
-            print(f"{strategy:<12} seed {seed}: " + ", ".join(f"{m} {last[m]:.3f}" for m in METRICS)
-                  + f" after {last['decisions']} decisions", flush=True)
+    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(simulate, cfg, strategy, seed, files, base, recipe): (strategy, seed)
+                   for seed in cfg.seeds for strategy in cfg.strategies}
+        for future in as_completed(futures):
+            (strategy, seed), curve = futures[future], future.result()
+            runs[strategy][seed] = curve
+            print(f"{strategy:<12} seed {seed}: " + ", ".join(f"{m} {curve[-1][m]:.3f}" for m in METRICS)
+                  + f" after {curve[-1]['decisions']} decisions ({time.perf_counter() - start:.0f} s)", flush=True)
+    runs = {strategy: dict(sorted(by_seed.items())) for strategy, by_seed in runs.items()}
     summary = summarize(runs)
     ratio = summary["uncertainty"]["auc"][0] / summary["random"]["auc"][0] \
         if {"uncertainty", "random"} <= summary.keys() else float("nan")
@@ -301,18 +310,22 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     parser.add_argument("--k", type=int, help="images per round")
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--max_images", type=int, help="use only this many images of the data set")
-    parser.add_argument("--quick", action="store_true", help="one seed, 2 rounds of 16 images, 240 images")
+    parser.add_argument("--workers", type=int, help="simulations at once (default 2)")
+    parser.add_argument("--quick", action="store_true", help="one seed, 2 rounds of 16 images, 160 images")
     args = parser.parse_args(argv)
-    quick = {"seeds": (0,), "rounds": 2, "k": 16, "epochs": 2.0, "max_images": 240} if args.quick else {}
-    given = {name: getattr(args, name) for name in ("seeds", "rounds", "k", "epochs", "max_images")
+    quick = {"seeds": (0,), "rounds": 2, "k": 16, "epochs": 2.0, "max_images": 160} if args.quick else {}
+    given = {name: getattr(args, name) for name in ("seeds", "rounds", "k", "epochs", "max_images", "workers")
              if getattr(args, name) is not None}
     out_dir = args.out_dir or ROOT / "runs" / ("loop_simulation_quick" if args.quick else "loop_simulation")
-    return SimConfig(data_dir=args.data_dir, out_dir=out_dir, docs_dir=args.docs_dir or (
-        out_dir if args.quick else ROOT / "docs"), recipe=args.recipe, triplets=args.triplets, strategies=tuple(args.strategies),
+    docs_dir = args.docs_dir or (out_dir if args.quick else ROOT / "docs")
+    return SimConfig(data_dir=args.data_dir, out_dir=out_dir, docs_dir=docs_dir, recipe=args.recipe,
+                     triplets=args.triplets, strategies=tuple(args.strategies),
         **{**quick, **{k: tuple(v) if k == "seeds" else v for k, v in given.items()}})
 
 
 def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the training processes' bars (they inherit the environment)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for name in ("httpx", "loop", "curation", "scorer", "trainer"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -23,6 +23,7 @@ import queue as queue_module
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,6 +132,7 @@ class TrainingJobs:
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()  # held from the check that no run is running until the new one is listed
         self.jobs: dict[int, Job] = {}
+        self.listeners: list[Callable[[RunSnapshot], None]] = []  # told of every run that ends (watcher thread)
         self._context = mp.get_context("spawn")
 
     def running(self) -> Job | None:
@@ -226,6 +228,11 @@ class TrainingJobs:
         except Exception:  # noqa: BLE001 - the run must not stay "running" and block every later one
             log.exception("training run %d: recording its outcome failed", job.run_id)
             self._fail(job, traceback.format_exc())
+        try:
+            for listener in list(self.listeners):
+                listener(self.snapshot(job.run_id))
+        except Exception:  # noqa: BLE001 - a listener's failure must not hide the run's outcome
+            log.exception("training run %d: a listener failed", job.run_id)
         finally:
             self.services.close_conn()  # this thread's connection to the store
 
