@@ -42,14 +42,13 @@ sys.path.insert(0, str(ROOT))
 
 from curation.decisions import record_decision  # noqa: E402
 from curation.importers import ImportOptions, import_file  # noqa: E402
-from curation.models import get_model_version  # noqa: E402
 from curation.queue import QueueOptions, next_image  # noqa: E402
 from curation.store import get_image  # noqa: E402
 from curation.views import image_captions  # noqa: E402
 from loop import AppConfig, Services, TrainForm  # noqa: E402
-from loop.train_worker import held_out_metrics  # noqa: E402
 from loop.training import FINISHED  # noqa: E402
 from trainer.config import TrainConfig, load_yaml  # noqa: E402
+from trainer.evaluate import build_evaluator  # noqa: E402
 
 log = logging.getLogger("loop_simulation")
 ORACLE = "oracle"
@@ -170,28 +169,27 @@ def simulate(cfg: SimConfig, strategy: str, seed: int, files: tuple[Path, Path, 
         services.queue_scorer.stop()  # a random order needs no scores
     try:
         import_file(services.conn(), "seed-triplets", pool_file, ImportOptions(image_root=cfg.data_dir))
-        evaluated: dict[int, dict] = {}
+        evaluator, evaluated = build_evaluator(held_file, cfg.data_dir), {}
         images = decisions = 0
-        points = [point(services, held_file, evaluated, 0, 0, {"promoted": False})]
+        points = [point(services, evaluator, evaluated, 0, 0, {"promoted": False})]
         for round_ in range(1, cfg.rounds + 1):
             services.queue_scorer.start()
             services.queue_scorer.wait()  # the queue is ordered by the active model's margins
             got, made = annotate(services, options, cfg.k, truth)
             images, decisions = images + got, decisions + made
             outcome = train_round(services, form)
-            points.append(point(services, held_file, evaluated, images, decisions, outcome))
+            points.append(point(services, evaluator, evaluated, images, decisions, outcome))
             log.info("%s seed %d round %d: %s", strategy, seed, round_, points[-1])
         return points
     finally:
         services.close()
 
 
-def point(services: Services, held_file: Path, evaluated: dict, images: int, decisions: int, outcome: dict) -> dict:
-    """The active model's held-out metrics after a round (evaluated once per model version)."""
-    _, model_id = services.scorer()
-    if model_id not in evaluated:
-        path = get_model_version(services.conn(), model_id).path
-        evaluated[model_id] = held_out_metrics(path, str(held_file), str(services.image_root))[0]
+def point(services: Services, evaluator, evaluated: dict, images: int, decisions: int, outcome: dict) -> dict:
+    """The active model's held-out metrics after a round (the trainer's evaluator, once per model version)."""
+    with services.using_model() as (scorer, model_id):
+        if model_id not in evaluated:
+            evaluated[model_id] = {k: float(v) for k, v in evaluator(scorer.model, scorer.processor, 32).items()}
     return {"images": images, "decisions": decisions, "model": model_id, **outcome,
             **{name: evaluated[model_id][name] for name in METRICS}}
 
