@@ -82,7 +82,8 @@ def _cache_model(snapshot: RunSnapshot, run_id: int, cached: Path) -> None:
     cached.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{cached.name}.tmp-", dir=cached.parent))
     try:
-        shutil.copytree(snapshot.result["checkpoint"], staging, dirs_exist_ok=True)
+        shutil.copytree(snapshot.result["checkpoint"], staging, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("trainer_state.pt"))  # the optimizer: not needed to rank
         (staging / INFO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
         shutil.rmtree(cached, ignore_errors=True)
         staging.rename(cached)

@@ -12,6 +12,7 @@ import app
 from curation.models import get_model_version, list_model_versions
 from loop import TrainForm
 from loop import demo as demo_module
+from ui.annotate import model_note
 
 
 def fast_form() -> TrainForm:
@@ -43,7 +44,9 @@ def test_first_launch_trains_and_the_next_launch_finds_the_model(tmp_path, demo_
     first = launch(tmp_path / "first")
     try:
         snapshot = first.training.snapshot()
-        assert snapshot is not None and snapshot.status in ("running", "done")  # started by the launch itself
+        assert snapshot is not None and snapshot.status == "running"  # started by the launch itself (spawn takes s)
+        note = model_note(first, first.scorer()[1])  # what the Annotate tab adds after "model v1"
+        assert "(untrained)" in note and f"a better model is training (run {snapshot.run_id}" in note
         wait_for(lambda: any(demo_cache.glob(f"*/{demo_module.INFO_FILE}")))
         run = first.training.snapshot()
         assert run.status == "done" and run.result["evaluation"]["new"]  # held-out evaluation, as the Train tab's
