@@ -71,6 +71,7 @@ class SimConfig:
     held_out: float = 0.2  # share of the images set aside (fixed, by image)
     epochs: float = 3.0  # per training run, over everything annotated so far
     max_images: int | None = None  # use only this many images of the data set (quick runs)
+    resume: bool = False  # reuse the simulations of out_dir that finished (rebuilt from their stores)
     workers: int = 2  # simulations at once (processes; each training run is a process with one torch thread)
 
 
@@ -194,6 +195,35 @@ def point(services: Services, evaluator, evaluated: dict, images: int, decisions
             **{name: evaluated[model_id][name] for name in METRICS}}
 
 
+def recover(cfg: SimConfig, strategy: str, seed: int, held_file: Path) -> list[dict] | None:
+    """A finished simulation's curve rebuilt from its store (None if it did not finish): the decisions made
+    before each run, the model active after it (the run's own when promoted), evaluated on the held-out set."""
+    from curation.models import get_model_version, list_training_runs
+    from curation.store import open_store
+    from scorer import load_checkpoint
+
+    db = cfg.out_dir / f"{strategy}-seed{seed}" / "store.sqlite"
+    conn = open_store(db) if db.is_file() else None
+    runs = [r for r in list_training_runs(conn) if r.status == "done"] if conn else []
+    if len(runs) < cfg.rounds:
+        return None
+    evaluator, evaluated = build_evaluator(held_file, cfg.data_dir), {}
+    active, points = runs[0].config["active_model"], []
+    for run in [None, *runs[: cfg.rounds]]:
+        until = run.created_at if run else ""
+        images, decisions = conn.execute("SELECT count(DISTINCT image_id), count(*) FROM decisions"
+                                         " WHERE created_at <= ?", (until,)).fetchone()
+        promoted = bool(run and run.metrics["promotion"]["promoted"])
+        active = run.model_version_id if promoted else active
+        if active not in evaluated:
+            model, processor = load_checkpoint(get_model_version(conn, active).path, device="cpu")
+            evaluated[active] = {k: float(v) for k, v in evaluator(model, processor, 32).items()}
+        points.append({"images": images, "decisions": decisions, "model": active, "promoted": promoted,
+                       **({"run": run.id} if run else {}), **{m: evaluated[active][m] for m in METRICS}})
+    conn.close()
+    return points
+
+
 def auc(points: list[dict], metric: str = "rank_accuracy") -> float:
     """Area under the metric-vs-decisions curve, divided by the decisions span (a mean accuracy)."""
     x = np.array([p["decisions"] for p in points], dtype=float)
@@ -271,9 +301,16 @@ def run(cfg: SimConfig) -> float:
     files = split_data(cfg)
     base = base_model(cfg, recipe)
     runs: dict[str, dict[int, list[dict]]] = {s: {} for s in cfg.strategies}
+    todo = [(strategy, seed) for seed in cfg.seeds for strategy in cfg.strategies]
+    if cfg.resume:
+        for strategy, seed in list(todo):
+            if (curve := recover(cfg, strategy, seed, files[1])) is not None:
+                runs[strategy][seed] = curve
+                todo.remove((strategy, seed))
+                print(f"{strategy:<12} seed {seed}: recovered from its store", flush=True)
     with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
         futures = {pool.submit(simulate, cfg, strategy, seed, files, base, recipe): (strategy, seed)
-                   for seed in cfg.seeds for strategy in cfg.strategies}
+                   for strategy, seed in todo}
         for future in as_completed(futures):
             (strategy, seed), curve = futures[future], future.result()
             runs[strategy][seed] = curve
@@ -309,6 +346,7 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--max_images", type=int, help="use only this many images of the data set")
     parser.add_argument("--workers", type=int, help="simulations at once (default 2)")
+    parser.add_argument("--resume", action="store_true", help="reuse the finished simulations of OUT_DIR")
     parser.add_argument("--quick", action="store_true", help="one seed, 2 rounds of 16 images, 160 images")
     args = parser.parse_args(argv)
     quick = {"seeds": (0,), "rounds": 2, "k": 16, "epochs": 2.0, "max_images": 160} if args.quick else {}
@@ -317,7 +355,7 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     out_dir = args.out_dir or ROOT / "runs" / ("loop_simulation_quick" if args.quick else "loop_simulation")
     docs_dir = args.docs_dir or (out_dir if args.quick else ROOT / "docs")
     return SimConfig(data_dir=args.data_dir, out_dir=out_dir, docs_dir=docs_dir, recipe=args.recipe,
-                     triplets=args.triplets, strategies=tuple(args.strategies),
+                     triplets=args.triplets, strategies=tuple(args.strategies), resume=args.resume,
         **{**quick, **{k: tuple(v) if k == "seeds" else v for k, v in given.items()}})
 
 
