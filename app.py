@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent
 DEMO_IMAGES = ROOT / "assets" / "demo"
 DEMO_DATA = ROOT / "data" / "demo"
 DEMO_TRAIN_PIXELS = 64 * 64
+DEMO_EPOCHS = 40.0  # the demo's first training run (bench: docs/loop_simulation.md has its held-out figure)
 
 log = logging.getLogger("app")
 
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int,
                         help="length limit of a generated caption (default: scorer.generation's)")
     parser.add_argument("--demo", action="store_true", help="offline demo: tiny model, demo scenes, data/demo")
+    parser.add_argument("--no-demo-training", action="store_true",
+                        help="with --demo: no training run on first launch (nor the cached demo model)")
     args = parser.parse_args(argv)
     if args.demo:
         args.model, args.image_root = "tiny", args.image_root or DEMO_IMAGES
@@ -88,7 +91,26 @@ def make_services(args: argparse.Namespace, access=None):
     services = Services(app_config(args), access)
     if args.demo and not services.read_only:
         import_demo_if_empty(services)
+        if not args.no_demo_training:
+            start_demo_training(services)
     return services
+
+
+def demo_form():
+    """The demo's training run: the learning-check recipe (configs/tiny_ucm.yaml) at the demo's pixel budget."""
+    from loop import TrainForm
+
+    return TrainForm(loss="infonce+focal_triplet", epochs=DEMO_EPOCHS, lr=5e-4, lora_rank=0, batch_size=32,
+                     max_pixels=DEMO_TRAIN_PIXELS, recipe={"freeze_token_embeddings": True, "head_lr": 2e-3,
+                                                           "augment": True, "cache_images": True,
+                                                           "max_text_tokens": 64, "save_every": 10_000})
+
+
+def start_demo_training(services, form=None) -> int | None:
+    """First launch: train on the demo scenes in the background (Train tab); later ones: the cached model."""
+    from loop.demo import start_demo_learning
+
+    return start_demo_learning(services, DEMO_IMAGES / "triplets.json", form or demo_form())
 
 
 def import_demo_if_empty(services) -> None:

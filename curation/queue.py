@@ -7,8 +7,10 @@ Order (:func:`next_image`):
 2. with ``overlap_share`` > 0: images already decided by exactly one other annotator that fall in the
    overlap share (a fixed pseudo-random subset of ids) — the second opinions behind the agreement in
    ``stats``; they can only come after a first annotator, and are bounded by the share;
-3. unlabelled images (no effective decision by anyone), most uncertain first: smallest margin between
-   the two best caption scores of the queue's model, unscored images last, then by id.
+3. unlabelled images (no effective decision by anyone) in the options' ``order``: ``"uncertainty"``,
+   most uncertain first (smallest margin between the two best caption scores of the queue's model,
+   unscored images last, then by id); ``"random"``, a fixed pseudo-random order drawn from ``seed``
+   (the same for every annotator: leases keep them apart).
 
 Hidden images (:mod:`curation.cleanup`) are never handed out, and hidden captions take no part in the
 margins.
@@ -24,6 +26,7 @@ index scan.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections import Counter
@@ -34,19 +37,32 @@ from curation.store import transaction
 
 OVERLAP_BUCKETS = 10_000
 _HASH = 2654435761  # Knuth's multiplicative hash: spreads consecutive ids over the buckets
+ORDERS = ("uncertainty", "random")
+_ORDER_SQL = {"uncertainty": "i.queue_margin, i.id", "random": "queue_key(:seed, i.id)"}
 
 
 @dataclass(frozen=True)
 class QueueOptions:
+    """How the queue hands out images. The defaults are the app's (bench/loop_simulation.py compares them)."""
+
     lease_seconds: float = 900.0
     class_balance: bool = False
     overlap_share: float = 0.0
+    order: str = "uncertainty"  # one of ORDERS
+    seed: int = 0  # of the "random" order
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, got {self.lease_seconds}")
         if not 0.0 <= self.overlap_share <= 1.0:
             raise ValueError(f"overlap_share must lie in [0, 1], got {self.overlap_share}")
+        if self.order not in ORDERS:
+            raise ValueError(f"queue order {self.order!r} is not one of {', '.join(ORDERS)}")
+
+
+def queue_key(seed: int, image_id: int) -> int:
+    """An image's place in the seeded random order (a hash: the same seed gives the same order)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{image_id}".encode(), digest_size=7).digest(), "big")
 
 
 _MINE = (
@@ -95,6 +111,7 @@ def _pick(conn: sqlite3.Connection, opts: QueueOptions, params: dict, skip: str)
     if opts.overlap_share > 0:
         pools.append(f"i.n_annotators = 1 AND (i.id * {_HASH}) % {OVERLAP_BUCKETS} < :share AND NOT {_MINE}")
     pools.append("i.n_annotators = 0")
+    conn.create_function("queue_key", 2, queue_key, deterministic=True)
     for pool in pools:
         classes = _classes_by_need(conn) if opts.class_balance else [None]
         for cls in classes:
@@ -105,8 +122,8 @@ def _pick(conn: sqlite3.Connection, opts: QueueOptions, params: dict, skip: str)
             )
             row = conn.execute(
                 f"SELECT i.id FROM images i WHERE {pool} {class_sql} AND i.hidden = 0 AND {_FREE} {skip}"
-                " ORDER BY i.queue_margin, i.id LIMIT 1",
-                {**params, "cls": cls},
+                f" ORDER BY {_ORDER_SQL[opts.order]} LIMIT 1",
+                {**params, "cls": cls, "seed": opts.seed},
             ).fetchone()
             if row:
                 return row[0]

@@ -24,6 +24,7 @@ import queue as queue_module
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 CANCEL_GRACE_S = 60.0
 EVALUATIONS = 10  # held-out evaluations per run (each a point of the accuracy curves)
+RUN_OWNED = {"init_checkpoint", "train_file", "val_file", "image_root", "val_image_root", "output_dir", "resume"}
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,11 @@ class TrainForm:
     max_pixels: int | None = None
     base_checkpoint: str | None = None  # None: the active model
     auto_promote: bool = True  # make the new model active when it is better on the held-out set
+    recipe: dict = field(default_factory=dict)  # further TrainConfig fields (a recipe's: seed, head_lr, augment ...)
 
     def __post_init__(self) -> None:
+        if owned := sorted(set(self.recipe) & RUN_OWNED):
+            raise ValueError(f"training recipe sets {owned}: the run chooses these itself")
         if not 0.0 < self.val_split < 1.0:
             raise ValueError(f"validation share must lie strictly between 0 and 1, got {self.val_split}")
         for name in ("batch_size", "grad_accum", "evaluations"):
@@ -166,6 +171,7 @@ class TrainingJobs:
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()  # held from the check that no run is running until the new one is listed
         self.jobs: dict[int, Job] = {}
+        self.listeners: list[Callable[[RunSnapshot], None]] = []  # told of every run that ends (watcher thread)
         self._context = mp.get_context("spawn")
 
     def running(self) -> Job | None:
@@ -232,7 +238,7 @@ class TrainingJobs:
 
         steps = form.max_steps or math.ceil(form.epochs * math.ceil(n_train / (form.batch_size * form.grad_accum)))
 
-        config = TrainConfig(
+        config = TrainConfig.from_dict(dict(
             init_checkpoint=parent_path, train_backbone="lora" if lora_rank > 0 else "full",
             lora_r=max(lora_rank, 1), loss=form.loss, epochs=form.epochs, max_steps=form.max_steps or None,
             lr=form.lr, batch_size=form.batch_size, grad_accum=form.grad_accum,
@@ -242,7 +248,7 @@ class TrainingJobs:
             image_root=str(self.services.image_root), output_dir=str(run_dir / "out"), log_every=1,
             eval_every=max(1, steps // form.evaluations),
             on_invalid="skip",
-        )
+        ) | form.recipe)
         return config.to_dict()
 
     def _monitor(self, job: Job, events) -> None:
@@ -275,6 +281,11 @@ class TrainingJobs:
         except Exception:  # noqa: BLE001 - the run must not stay "running" and block every later one
             log.exception("training run %d: recording its outcome failed", job.run_id)
             self._fail(job, traceback.format_exc())
+        try:
+            for listener in list(self.listeners):
+                listener(self.snapshot(job.run_id))
+        except Exception:  # noqa: BLE001 - a listener's failure must not hide the run's outcome
+            log.exception("training run %d: a listener failed", job.run_id)
         finally:
             self._reload_after(job)
             self.services.close_conn()  # this thread's connection to the store

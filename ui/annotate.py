@@ -22,6 +22,7 @@ from PIL import Image
 from common.paths import PathOutsideRootError
 from curation.cleanup import hide_caption, hide_image
 from curation.decisions import edit_caption, record_decision, undo_last
+from curation.models import get_model_version
 from curation.queue import next_image, record_scores, release_lease
 from curation.store import add_caption, get_image
 from curation.views import CaptionRow, counters, image_captions
@@ -122,6 +123,7 @@ def render(services: Services, annotator: str, state: dict, status: str = "", pi
     _, model_id = services.scorer()
     info = say("image_info", id=image.id, path=image.path, cls=image.cls or "—", sources=", ".join(sources) or "—",
                model=model_id)
+    info += model_note(services, model_id)
     if not services.model_loaded():  # a training run has the memory: stored scores only
         info += "\n\n" + say("model_released", why=services.released_for)
     shown = load_image(services.image_path(image.path), max_pixels=DISPLAY_MAX_PIXELS) if picture else None
@@ -130,6 +132,14 @@ def render(services: Services, annotator: str, state: dict, status: str = "", pi
     return AnnotateView(state, shown, info, caption_table(ranked, annotator, state["selected"]),
                         counters_text(services, annotator), status, selected_text, image_shown=picture,
                         texts={row.id: row.text for row, _ in ranked})
+
+
+def model_note(services: Services, model_id: int) -> str:
+    """After the model's number: whether it is untrained, and whether a run that may replace it is training."""
+    version = get_model_version(services.conn(), model_id)
+    note = say("model_untrained") if version is not None and version.provenance.get("kind") == "base" else ""
+    running = services.training.running()
+    return note + (say("model_training", run=running.run_id) if running is not None else "")
 
 
 def _require(annotator: str) -> str:
