@@ -43,7 +43,7 @@ _ORDER_SQL = {"uncertainty": "i.queue_margin, i.id", "random": "queue_key(:seed,
 
 @dataclass(frozen=True)
 class QueueOptions:
-    """How the queue hands out images. The defaults are the app's (bench/loop_simulation.py compares them)."""
+    """How the queue hands out images (the app uses class balance: ``loop.services.AppConfig.queue``)."""
 
     lease_seconds: float = 900.0
     class_balance: bool = False

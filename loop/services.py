@@ -14,11 +14,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.paths import resolve_inside
 from curation.models import active_model, get_model_version, set_active_model
+from curation.queue import QueueOptions
 from curation.store import open_store
 from loop.access import Access
 from loop.generation import GenerationJobs
@@ -55,6 +56,8 @@ class AppConfig:
     max_new_tokens: int = GenerationSettings.max_new_tokens  # length limit of a generated candidate caption
     dtype: str = "auto"  # precision of the scorer and of a run's frozen base: auto | bf16 | fp16 | fp32
     train_threads: int | None = None  # torch threads of a training process (None: every core but one)
+    # class-balanced uncertainty: the best strategy bench/loop_simulation.py measured (docs/loop_simulation.md)
+    queue: QueueOptions = field(default_factory=lambda: QueueOptions(class_balance=True))
 
     @property
     def db_path(self) -> Path:

@@ -182,7 +182,7 @@ def load_next(services: Services, annotator: str, state: dict | None, note: str 
     state = dict(state or empty_state())
     unreadable = [note] if note else []
     while True:
-        image_id = next_image(services.conn(), who, exclude=state.get("skipped", []))
+        image_id = next_image(services.conn(), who, services.config.queue, exclude=state.get("skipped", []))
         _moved(state, image_id)
         notes = [*unreadable, "" if image_id is not None else say("queue_empty")]
         try:
