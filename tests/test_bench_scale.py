@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 from project_paths import ROOT
@@ -16,7 +17,10 @@ def test_index_benchmark_checks_filters_and_recall_on_both_index_kinds(capsys):
     large = bench_scale.bench_index(25_000, 16, queries=10, encoder=None)
     assert (small["kind"], small["recall_at_10"]) == ("flat", 1.0)
     assert large["kind"] == "ivf" and large["recall_at_10"] >= 0.8
-    assert all(result["p50_ms"] > 0 and result["build_s"] > 0 for result in (small, large))
+    # the timings are reported (their size is the benchmark's business, not a unit test's: a flat build of
+    # 1,500 vectors rounds to 0.0 s)
+    assert all(math.isfinite(result[key]) and result[key] >= 0 for result in (small, large)
+               for key in ("p50_ms", "build_s"))
 
 
 def test_the_bulk_built_store_serves_the_queue(tmp_path):
