@@ -229,3 +229,12 @@ def test_a_turned_records_positive_and_negatives_move_with_its_image(tmp_path):
     assert len(seen) == 4  # the turns happened
     with pytest.raises(ValueError, match="augment_directions"):
         TripletDataset(records, root, Pixels(), augment_images=True, augment_directions="swop")[(0, 0)]
+
+
+def test_the_recipe_knob_is_checked_and_the_tiny_recipe_swaps():
+    from trainer.config import TrainConfig, load_yaml
+
+    with pytest.raises(ValueError, match="augment_directions must be swap, skip or ignore, got 'swop'"):
+        TrainConfig(augment_directions="swop")
+    recipe = TrainConfig.from_dict(load_yaml("configs/tiny_ucm.yaml"))
+    assert recipe.augment and recipe.augment_directions == "swap"
