@@ -16,7 +16,8 @@ the same number of images of every class, ±1), seeded; each fold is held out on
 trains on the other K − 1, and the table gives mean ± std (sample std over folds) of every metric.
 ``--only_folds`` runs a subset (for screening); the summary then covers those folds only. A fold whose
 ``OUTPUT_DIR/foldK/learning_check.json`` was written by the same recipe text, ``--train_args`` and held-out
-images is reused, not retrained (so a screen on some folds can be completed later).
+images is reused, not retrained (so a screen on some folds can be completed later); ``--reevaluate``
+scores such a fold's checkpoint again with the current evaluator (after a change of protocol).
 """
 
 from __future__ import annotations
@@ -96,6 +97,23 @@ def evaluate(model, processor, records, image_root: Path) -> dict[str, dict[str,
             "mismatched": TripletEvaluator(records, image_root, seed=0, mismatch_images=True)(model, processor)}
 
 
+def evaluate_untrained(test_records, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    recipe = TrainConfig.from_dict(load_yaml(args.config))
+    model, processor = new_scorer("tiny", fresh_scorer_config(recipe), device="cpu", dtype="float32",
+                                  seed=recipe.seed)
+    return evaluate(model, processor, test_records, Path(args.data_dir))
+
+
+def reevaluate(out: Path, result: dict, args: argparse.Namespace) -> dict:
+    """A finished fold scored again by the current evaluator (untrained and ``out/run/last``), not retrained."""
+    test_records = load_records(out / "test.json", Path(args.data_dir))
+    model, processor = load_checkpoint(out / "run" / "last", device="cpu")
+    result = {**result, "untrained": evaluate_untrained(test_records, args),
+              "trained": evaluate(model, processor, test_records, Path(args.data_dir))}
+    (out / "learning_check.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
 def run_split(train_raw: list[dict], test_raw: list[dict], out: Path, args: argparse.Namespace) -> dict:
     """Evaluate untrained, train the recipe on ``train_raw``, evaluate ``out/run/last`` on ``test_raw``."""
     data_dir = Path(args.data_dir)
@@ -106,10 +124,7 @@ def run_split(train_raw: list[dict], test_raw: list[dict], out: Path, args: argp
     test_records = load_records(test_file, data_dir)
     print(f"{out.name}: {len(train_raw)} train, {len(test_raw)} held-out records", flush=True)
 
-    recipe = TrainConfig.from_dict(load_yaml(args.config))
-    model, processor = new_scorer("tiny", fresh_scorer_config(recipe), device="cpu", dtype="float32",
-                                  seed=recipe.seed)
-    before = evaluate(model, processor, test_records, data_dir)
+    before = evaluate_untrained(test_records, args)
 
     command = [sys.executable, str(ROOT / "train.py"), "--config", args.config, "--train_file", str(train_file),
                "--image_root", str(data_dir), "--output_dir", str(out / "run"), *shlex.split(args.train_args)]
@@ -189,6 +204,8 @@ def run_folds(raw: list[dict], args: argparse.Namespace) -> None:
         earlier = reusable(out / f"fold{f}", test_raw, args)
         if earlier is not None:
             print(f"fold{f}: reusing {out / f'fold{f}' / 'learning_check.json'}")
+            if args.reevaluate:
+                earlier = reevaluate(out / f"fold{f}", earlier, args)
         results.append(earlier or run_split(train_raw, test_raw, out / f"fold{f}", args))
         print_split(results[-1])
     summary = summarize(results)
@@ -208,6 +225,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the image split (or of the folds)")
     parser.add_argument("--folds", type=int, default=0, help="K-fold cross-validation by image (K ≥ 2)")
     parser.add_argument("--only_folds", default="", help="with --folds: run only these folds, e.g. '0,1'")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="with --folds: score reused folds' checkpoints again with the current evaluator")
     args = parser.parse_args()
     raw = json.loads((Path(args.data_dir) / "triplets_train.json").read_text(encoding="utf-8"))
     if args.folds:

@@ -132,7 +132,8 @@ def test_sigkill_of_the_app_while_training_leaves_no_process_and_an_interrupted_
 
     data, port = tmp_path / "data", free_port()
     server = subprocess.Popen([sys.executable, "app.py", "--demo", "--no-demo-training",  # this test starts its run
-                               "--checkpoint", str(tiny_checkpoint_session), "--data-dir", str(data), "--port", str(port)], cwd=ROOT, env={**os.environ},
+                               "--checkpoint", str(tiny_checkpoint_session), "--data-dir", str(data),
+                               "--port", str(port)], cwd=ROOT, env={**os.environ},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = None

@@ -132,3 +132,109 @@ def test_the_random_negative_is_another_images_positive_even_when_few_qualify():
     record = TripletRecord("a.png", "pos", "hard", "short", ("o1", "o2"))
     assert negative_groups(record, "the other") == {"random": ["the other"], "hard": ["hard"],
                                                     "other": ["short", "o1", "o2"]}
+
+
+# -- caption-aware augmentation -----------------------------------------------------------------------
+
+EIGHT = [(turns, flip) for turns in range(4) for flip in (False, True)]
+
+
+def red_corner(image, colour=(255, 0, 0)) -> str:
+    """Which corner of the image is red: "upper left" | "upper right" | "lower left" | "lower right"."""
+    w, h = image.size
+    for vertical, y in (("upper", h // 4), ("lower", 3 * h // 4)):
+        for horizontal, x in (("left", w // 4), ("right", 3 * w // 4)):
+            if image.getpixel((x, y)) == colour:
+                return f"{vertical} {horizontal}"
+    raise AssertionError(f"no corner of colour {colour}")
+
+
+def corner_image():
+    image = Image.new("RGB", (40, 40), "white")
+    image.paste((255, 0, 0), (0, 0, 20, 20))  # the upper left quarter
+    image.paste((0, 0, 255), (20, 0, 40, 20))  # the upper right quarter: no symmetry keeps both in place
+    return image
+
+
+@pytest.mark.parametrize("turns,flip", EIGHT)
+def test_rewritten_directions_name_where_the_pixels_went(turns, flip):
+    from trainer.augment import Transform, rewrite_directions
+
+    transform = Transform(turns, flip)
+    moved = transform.apply(corner_image())
+    expected = f"A red roof in the {red_corner(moved)} corner."
+    assert rewrite_directions("A red roof in the upper left corner.", transform) == expected
+    side = red_corner(moved).split()
+    # the red quarter touches the image's upper and left edges; after the move it touches these two
+    text = rewrite_directions("The red part is at the top and on the left side.", transform)
+    assert text == f"The red part is at the {'top' if side[0] == 'upper' else 'bottom'} and on the {side[1]} side." \
+        or text == f"The red part is at the {side[1]} and on the {'top' if side[0] == 'upper' else 'bottom'} side."
+
+
+@pytest.mark.parametrize("text,turns,flip,expected", [
+    ("the left side, the right lane", 0, True, "the right side, the left lane"),
+    ("The top-left corner and bottom right", 0, True, "The top-right corner and bottom left"),
+    ("Left of the road, RIGHT?", 0, False, "Left of the road, RIGHT?"),  # identity
+    ("the lower part; the upper edge", 2, False, "the upper part; the lower edge"),
+    ("a road runs horizontally, a vertical canal", 1, False, "a road runs vertically, a horizontal canal"),
+    ("a road runs horizontally", 0, True, "a road runs horizontally"),
+    ("north of the river, the northwestern block, South-East", 1, False,
+     "west of the river, the southwestern block, North-East"),
+    ("the leftmost tree, the topmost roof", 1, False, "the bottommost tree, the leftmost roof"),
+    # not directions: whole words only, verbs, angles, "on top of", comparatives
+    ("Spaces left empty at right angles, on top of the roof, lower density, leftover, bright", 1, True,
+     "Spaces left empty at right angles, on top of the roof, lower density, leftover, bright"),
+])
+def test_direction_words_closed_cases(text, turns, flip, expected):
+    from trainer.augment import Transform, rewrite_directions
+
+    assert rewrite_directions(text, Transform(turns, flip)) == expected
+
+
+def test_a_turned_records_positive_and_negatives_move_with_its_image(tmp_path):
+    from trainer.augment import mentions_directions
+
+    root = tmp_path / "images"
+    root.mkdir()
+    corner_image().save(root / "corner.png")
+    Image.new("RGB", (40, 40), "green").save(root / "plain.png")
+    records = load_records([
+        seed_record("corner.png", "red in the upper left corner", ["red in the upper right corner",
+                                                                   "There is a red square.", "red on the left side"]),
+        seed_record("plain.png", "a green field", ["a brown field", "green."]),
+    ], root)
+    assert [mentions_directions(r) for r in records] == [True, False]
+
+    class Pixels:  # the dataset only needs the processor to load images
+        @staticmethod
+        def load_images(paths):
+            return [Image.open(p).convert("RGB") for p in paths]
+
+    seen = set()
+    for epoch in range(12):
+        item = TripletDataset(records, root, Pixels(), augment_images=True)[(epoch, 0)]
+        corner, record = red_corner(item["image"]), item["record"]
+        seen.add(corner)
+        vertical, horizontal = corner.split()
+        assert record.positive == f"red in the {corner} corner"
+        # the hard negative names where the upper right quarter went: still the wrong corner
+        assert record.hard == f"red in the {red_corner(item['image'], (0, 0, 255))} corner" != record.positive
+        assert record.short == "There is a red square."
+        edges = (horizontal, "top" if vertical == "upper" else "bottom")  # the red quarter's two edges
+        assert record.long_others[0] in {f"red on the {edge} side" for edge in edges}
+        ignored = TripletDataset(records, root, Pixels(), augment_images=True, augment_directions="ignore")[(epoch, 0)]
+        assert red_corner(ignored["image"]) == corner and ignored["record"] == records[0]  # same draw
+        skipped = TripletDataset(records, root, Pixels(), augment_images=True, augment_directions="skip")
+        assert red_corner(skipped[(epoch, 0)]["image"]) == "upper left" and skipped[(epoch, 0)]["record"] == records[0]
+    assert len(seen) == 4  # the turns happened
+    with pytest.raises(ValueError, match="augment_directions"):
+        TripletDataset(records, root, Pixels(), augment_images=True, augment_directions="swop")[(0, 0)]
+
+
+def test_the_recipe_knob_is_checked_and_the_tiny_recipe_swaps():
+    from trainer.config import TrainConfig, load_yaml
+
+    with pytest.raises(ValueError, match="augment_directions must be swap, skip or ignore, got 'swop'"):
+        TrainConfig(augment_directions="swop")
+    recipe = TrainConfig.from_dict(load_yaml("configs/tiny_ucm.yaml"))
+    assert recipe.augment and recipe.augment_directions == "swap"

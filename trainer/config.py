@@ -45,6 +45,7 @@ class TrainConfig:
     val_image_root: str | None = None  # default: image_root
     on_invalid: str = "error"  # bad records: "error" (report and stop) | "skip" (report and drop)
     augment: bool = False  # random flips / 90° turns of the training images
+    augment_directions: str = "swap"  # captions naming a direction: "swap" the words | "skip" the turn | "ignore"
     cache_images: bool = False  # keep decoded training images in memory
     num_workers: int = 0
     # -- loss --------------------------------------------------------------------------------------
@@ -85,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"train_backbone must be one of {TRAIN_BACKBONE}, got {self.train_backbone!r}")
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
+        if self.augment_directions not in ("swap", "skip", "ignore"):
+            raise ValueError(f"augment_directions must be swap, skip or ignore, got {self.augment_directions!r}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ValueError(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
         for name in ("batch_size", "grad_accum", "log_every", "save_every"):

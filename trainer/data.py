@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from common.paths import resolve_inside
 from scorer.images import ImageLoadError
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
+from trainer.augment import AUGMENT_DIRECTIONS, draw_transform, mentions_directions, rewrite_record
 from trainer.negatives import NEGATIVE_GROUPS, negative_groups, random_other_caption
 from trainer.records import TripletRecord
 
@@ -50,24 +51,39 @@ def epoch_batches(n_records: int, batch_size: int, epoch: int, seed: int,
     return batches
 
 
-def augment(image: Image.Image, rng: random.Random) -> Image.Image:
-    """Remote-sensing tiles have no up: a random element of the dihedral group (flips, 90° turns)."""
-    turn = rng.choice([None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270])
-    if turn is not None:
-        image = image.transpose(turn)
-    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
+def augment(image: Image.Image, record: TripletRecord, rng: random.Random,
+            directions: str = "swap") -> tuple[Image.Image, TripletRecord]:
+    """Remote-sensing tiles have no up: a random element of the dihedral group (flips, 90° turns).
+
+    ``rng`` should be keyed by the image (not the record): records of one image in a batch share one
+    encoded image, so they must share its transform.
+
+    ``directions`` says what happens to captions that name a direction (left, top, north, ...):
+    "swap" rewrites the positive and every negative as the image moved (``trainer.augment``), "skip"
+    leaves such a record's image unturned, "ignore" turns the image and leaves the captions (then wrong).
+    """
+    if directions not in AUGMENT_DIRECTIONS:
+        raise ValueError(f"augment_directions must be one of {AUGMENT_DIRECTIONS}, got {directions!r}")
+    transform = draw_transform(rng)
+    if directions == "skip" and mentions_directions(record):
+        return image, record
+    if directions == "swap":
+        record = rewrite_record(record, transform)
+    return transform.apply(image), record
 
 
 class TripletDataset(Dataset):
     """Items keyed by (epoch, record index): the loaded image (or the error), captions by role."""
 
     def __init__(self, records: Sequence[TripletRecord], image_root: str | Path, processor: DualEncoderProcessor,
-                 seed: int = 0, augment_images: bool = False, cache_images: bool = False):
+                 seed: int = 0, augment_images: bool = False, cache_images: bool = False,
+                 augment_directions: str = "swap"):
         self.records = list(records)
         self.image_root = Path(image_root)
         self.processor = processor
         self.seed = seed
         self.augment_images = augment_images
+        self.augment_directions = augment_directions
         self.cache: dict[str, Image.Image] | None = {} if cache_images else None
 
     def __len__(self) -> int:
@@ -92,7 +108,10 @@ class TripletDataset(Dataset):
         except (ImageLoadError, OSError) as err:
             item["error"] = f"record {index}: {err}"
             return item
-        item["image"] = augment(image, rng) if self.augment_images else image
+        item["image"] = image
+        if self.augment_images:
+            per_image = random.Random(f"{self.seed}/{epoch}/{record.image}")
+            item["image"], item["record"] = augment(image, record, per_image, self.augment_directions)
         return item
 
 

@@ -178,7 +178,8 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
     records, evaluator = _load_data(config)
     model, processor = build_model(config, accelerator.device, resume_from)
     objective = _objective(config, accelerator.num_processes)
-    dataset = TripletDataset(records, config.image_root, processor, config.seed, config.augment, config.cache_images)
+    dataset = TripletDataset(records, config.image_root, processor, config.seed, config.augment, config.cache_images,
+                             config.augment_directions)
     collator = TripletCollator(processor, with_negatives=objective.uses_negatives)
     text_cache = _prepare_model(model, config, objective)
     steps_per_epoch, max_steps, warmup = _step_counts(config, len(dataset), accelerator.num_processes)
