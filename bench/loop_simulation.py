@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import random
@@ -294,6 +295,14 @@ def plot(summary: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def auc_ratio(uncertainty_area: float, random_area: float) -> float:
+    """Uncertainty's area ÷ random's: ``inf`` when only random's area is 0, ``nan`` when both are (a tiny run
+    whose curves never leave 0 has no ratio; it is printed as such, not as a crash or a made-up 1.0)."""
+    if random_area > 0:
+        return uncertainty_area / random_area
+    return math.inf if uncertainty_area > 0 else math.nan
+
+
 def run(cfg: SimConfig) -> float:
     """Every strategy and seed; writes results, table and curve; returns the uncertainty ÷ random AUC ratio."""
     start = time.perf_counter()
@@ -318,7 +327,7 @@ def run(cfg: SimConfig) -> float:
                   + f" after {curve[-1]['decisions']} decisions ({time.perf_counter() - start:.0f} s)", flush=True)
     runs = {strategy: dict(sorted(by_seed.items())) for strategy, by_seed in runs.items()}
     summary = summarize(runs)
-    ratio = summary["uncertainty"]["auc"][0] / summary["random"]["auc"][0] \
+    ratio = auc_ratio(summary["uncertainty"]["auc"][0], summary["random"]["auc"][0]) \
         if {"uncertainty", "random"} <= summary.keys() else float("nan")
     seconds = time.perf_counter() - start
     table = markdown(cfg, summary, seconds, ratio)

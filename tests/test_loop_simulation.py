@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -75,5 +76,13 @@ def test_quick_simulation_runs_on_the_demo_scenes(tmp_path):
         assert curve[1]["decisions"] == 4 * 6  # per image: accept + best on the positive, 4 rejections
         assert all(0.0 <= p["rank_accuracy"] <= 1.0 for p in curve)
     area = {s: results["summary"][s]["auc"][0] for s in ("uncertainty", "random")}
-    assert ratio == pytest.approx(area["uncertainty"] / area["random"])
+    expected = sim.auc_ratio(area["uncertainty"], area["random"])
+    assert ratio == pytest.approx(expected, nan_ok=True)
     assert (tmp_path / "loop_simulation.md").is_file() and (tmp_path / "loop_simulation.png").stat().st_size > 0
+
+
+def test_the_area_ratio_is_inf_or_nan_when_random_never_leaves_zero():
+    sim = load_simulation()
+    assert sim.auc_ratio(0.5, 0.25) == 2.0
+    assert sim.auc_ratio(0.5, 0.0) == float("inf")
+    assert math.isnan(sim.auc_ratio(0.0, 0.0))

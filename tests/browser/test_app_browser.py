@@ -2,32 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
+from pages import TIMEOUT_MS, image_id, text, wait_change
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-TIMEOUT_MS = 30_000
-
-
-def text(page, selector: str) -> str:
-    return page.locator(selector).first.inner_text()
-
-
-def wait_change(page, selector: str, before: str, pattern: str = ".", timeout: int = TIMEOUT_MS) -> str:
-    """Wait until the element's text differs from ``before``, matches ``pattern``, and no request is pending."""
-    page.wait_for_function("([sel, before, pattern]) => { const e = document.querySelector(sel);"
-                           " return e !== null && e.innerText !== before && new RegExp(pattern).test(e.innerText)"
-                           " && document.querySelector('.progress-text, .eta-bar') === null; }",
-                           arg=[selector, before, pattern], timeout=timeout)
-    return text(page, selector)
-
-
-def image_id(page) -> int:
-    match = re.search(r"Image (\d+)", text(page, "#annotate-info"))
-    assert match, text(page, "#annotate-info")
-    return int(match.group(1))
 
 
 def open_as(page, url: str, name: str) -> None:
@@ -197,7 +175,9 @@ def test_a_chinese_browser_gets_the_chinese_interface(served, browser, shots):
     page.goto(url)
     page.get_by_role("tab", name="标注").wait_for(timeout=TIMEOUT_MS)
     assert page.get_by_role("tab", name="训练").count() == 1
-    assert page.get_by_role("button", name="生成候选描述").count() == 1
+    generate = page.get_by_role("button", name="生成候选描述")  # labels are translated as the page renders
+    generate.wait_for(timeout=TIMEOUT_MS)
+    assert generate.count() == 1
     page.wait_for_function("() => /已完成/.test(document.querySelector('#annotate-counters')?.innerText || '')",
                            timeout=TIMEOUT_MS)  # the handlers write Chinese too (Accept-Language: zh-CN)
     box = page.locator("#annotator-name").locator("input, textarea").first
