@@ -32,13 +32,12 @@ import sys
 from pathlib import Path
 
 from common.files import atomic_output
-from common.paths import PathOutsideRootError, resolve_inside
+from common.inputs import InputRecordError, existing_image, text_field
 
 EXIT_BAD_INPUT = 2
 
 
-class InputError(ValueError):
-    """Bad input named precisely (file, record index, field)."""
+InputError = InputRecordError  # bad input named precisely (file, record index, field)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,23 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_image(path: str, image_root: str | None, where: str) -> str:
-    try:
-        resolved = resolve_inside(image_root, path) if image_root else Path(path)
-    except PathOutsideRootError as err:
-        raise InputError(f"{where}: {err}") from None
-    if not resolved.is_file():
-        raise InputError(f"{where}: image file not found: {resolved}")
-    return str(resolved)
-
-
-def _text_field(record: dict, field: str, where: str) -> str:
-    value = record.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where}: field {field!r} must be a non-empty string, got {value!r}")
-    return value
-
-
 def read_records(path: str, rank: bool, image_root: str | None) -> list[dict]:
     """Load and validate every record up front; the error names the file, record index and field."""
     try:
@@ -114,12 +96,12 @@ def read_records(path: str, rank: bool, image_root: str | None) -> list[dict]:
             if not isinstance(captions, list) or not captions:
                 raise InputError(f"{where}: field 'captions' must be a non-empty list of strings")
             for n, caption in enumerate(captions):
-                _text_field({"caption": caption}, "caption", f"{where}, caption {n}")
-            image = _text_field(record, "image", where)
+                text_field({"caption": caption}, "caption", f"{where}, caption {n}")
+            image = text_field(record, "image", where)
         else:
-            _text_field(record, "text", where)
-            image = _text_field(record, "image_path", where)
-        records.append({**record, "_resolved": resolve_image(image, image_root, where), "_index": index})
+            text_field(record, "text", where)
+            image = text_field(record, "image_path", where)
+        records.append({**record, "_resolved": existing_image(image, image_root, where), "_index": index})
     return records
 
 
@@ -219,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             where = "--image_path"
             records = [{"image_path": args.image_path, "text": args.text, "_index": 0,
-                        "_resolved": resolve_image(args.image_path, args.image_root, where)}]
+                        "_resolved": existing_image(args.image_path, args.image_root, where)}]
     except InputError as err:  # every process read the same input: every process stops here
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -20,13 +20,12 @@ from tqdm import tqdm
 from curation.cleanup import hidden_items, hide_caption, hide_image, unhide_caption, unhide_image
 from curation.exporters import EXPORTS, export_file
 from curation.importers import IMPORTERS, ImportOptions, import_file
+from curation.importers.base import print_report
 from curation.resolutions import RESOLUTION_VERDICTS
 from curation.review import KINDS, ReviewOptions, resolve, review_items
 from curation.stats import stats
 from curation.store import find_image, open_store
 from curation.triplets import TripletFilter
-
-MAX_LISTED_SKIPS = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,12 +123,7 @@ def _import(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    print(report.summary())
-    for skip in report.skipped[:MAX_LISTED_SKIPS]:
-        print(f"  {args.file.name}: skipped {skip}")
-    if len(report.skipped) > MAX_LISTED_SKIPS:
-        print(f"  ... and {len(report.skipped) - MAX_LISTED_SKIPS} more skipped rows")
-    return 1 if args.strict and report.skipped else 0
+    return print_report(report, f"{args.file.name}: ", args.strict)
 
 
 def _export(conn: sqlite3.Connection, args: argparse.Namespace) -> int:

@@ -22,10 +22,9 @@ from pathlib import Path, PurePosixPath
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from curation.importers.base import print_report
 from curation.queue import record_scores
 from curation.store import open_store
-
-MAX_LISTED_SKIPS = 20
 
 
 @dataclass
@@ -88,12 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, sqlite3.DatabaseError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(report.summary())
-    for skip in report.skipped[:MAX_LISTED_SKIPS]:
-        print(f"  skipped {skip}")
-    if len(report.skipped) > MAX_LISTED_SKIPS:
-        print(f"  ... and {len(report.skipped) - MAX_LISTED_SKIPS} more")
-    return 1 if args.strict and report.skipped else 0
+    return print_report(report, strict=args.strict)
 
 
 if __name__ == "__main__":

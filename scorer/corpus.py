@@ -37,7 +37,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.paths import PathOutsideRootError, resolve_inside
+from common.inputs import InputRecordError, record_image, text_field
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ TASKS = ("rank", "embed-image", "embed-text")
 SHARD = "shard-{:05d}.parquet"
 
 
-class CorpusInputError(ValueError):
-    """A bad record, named by file, record index and field."""
+CorpusInputError = InputRecordError  # a bad record, named by file, record index and field
 
 
 @dataclass(frozen=True)
@@ -125,24 +124,6 @@ def _iter_parquet(path: Path, shard_size: int) -> Iterator[tuple[int, dict]]:
             index += 1
 
 
-def _text(record: dict, field: str, where: str) -> str:
-    value = record.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise CorpusInputError(f"{where}: field {field!r} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _image(record: dict, root: Path | None, where: str) -> str:
-    path = _text(record, "image", where)
-    try:
-        resolved = resolve_inside(root, path) if root else Path(path)
-    except PathOutsideRootError as err:
-        raise CorpusInputError(f"{where}: {err}") from None
-    if not resolved.is_file():
-        raise CorpusInputError(f"{where}: image file not found: {resolved}")
-    return str(resolved)
-
-
 # -- one shard ---------------------------------------------------------------------------------------
 def _rank_table(scorer, job: CorpusJob, records: list[dict]) -> pa.Table:
     items = []
@@ -152,8 +133,8 @@ def _rank_table(scorer, job: CorpusJob, records: list[dict]) -> pa.Table:
         if not isinstance(captions, list) or not captions:
             raise CorpusInputError(f"{where}: field 'captions' must be a non-empty list of strings")
         for n, caption in enumerate(captions):
-            _text({"caption": caption}, "caption", f"{where}, caption {n}")
-        items.append((_image(record, job.image_root, where), captions))
+            text_field({"caption": caption}, "caption", f"{where}, caption {n}")
+        items.append((record_image(record, "image", job.image_root, where), captions))
     ranked = _scored(scorer.rank, items, records)
     rows = [{"record": r["_index"], "image": r["image"], "best": x.best.text, "best_score": x.best.score,
              "margin": x.margin if len(x.captions) > 1 else None,
@@ -169,12 +150,12 @@ def _embed_table(scorer, job: CorpusJob, records: list[dict]) -> pa.Table:
 
     if job.task == "embed-image":
         field = "image"
-        values = [_image(r, job.image_root, f"{job.input}: record {r['_index']}") for r in records]
+        values = [record_image(r, "image", job.image_root, f"{job.input}: record {r['_index']}") for r in records]
         keys = [image_key(path) for path in values]
         vectors = _scored(scorer.embed_images, values, records)
     else:
         field = "caption"
-        values = [_text(r, "caption", f"{job.input}: record {r['_index']}") for r in records]
+        values = [text_field(r, "caption", f"{job.input}: record {r['_index']}") for r in records]
         keys = [content_hash(text.encode("utf-8")) for text in values]
         vectors = scorer.embed_texts(values)
     dim = vectors.shape[1]

@@ -16,6 +16,16 @@ os.environ.setdefault("REMOTE_SCORER_CACHE", str(ROOT / ".cache" / "remote_score
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture
+def conn(tmp_path):
+    """A fresh curation store."""
+    from curation.store import open_store
+
+    connection = open_store(tmp_path / "store.db")
+    yield connection
+    connection.close()
+
+
 @pytest.fixture(scope="session")
 def ucm_dir() -> Path:
     """../shared/data/ucm: 600 real UC Merced images with triplets and UCM-Captions."""

@@ -8,7 +8,8 @@ import string
 import gradio as gr
 import pytest
 
-from ui.common import EN, ZH, accepted_language, language, localized, say
+from ui.common import accepted_language, language, localized, say
+from ui.strings import EN, ZH
 
 
 @pytest.mark.parametrize(("header", "expected"), [

@@ -17,7 +17,7 @@ from curation.cleanup import hide_caption, hide_image, unhide_image
 from curation.decisions import record_decision, undo_last
 from curation.exporters import tables
 from curation.stats import stats
-from curation.store import add_caption, add_image, open_store
+from curation.store import add_caption, add_image
 from curation.views import ImageFilter, ImageRow, filter_values, image_ids, list_images
 from scorer.search_index import CorpusSearch
 from ui import browse
@@ -25,13 +25,6 @@ from ui import browse
 DEMO = ROOT / "assets" / "demo"
 CLASSES = ("farm", "forest", "harbor")
 SOURCES = ("human", "import", "model:x")
-
-
-@pytest.fixture
-def conn(tmp_path):
-    connection = open_store(tmp_path / "store.db")
-    yield connection
-    connection.close()
 
 
 def _fill(conn, images: int = 40) -> None:

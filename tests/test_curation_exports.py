@@ -17,13 +17,6 @@ from curation.store import add_caption, add_image, open_store
 from curation.triplets import add_imported_triplets
 
 
-@pytest.fixture
-def conn(tmp_path):
-    connection = open_store(tmp_path / "store.db")
-    yield connection
-    connection.close()
-
-
 def _images(root, names=("a.png", "b.png", "c.png")):
     for k, name in enumerate(names):
         Image.new("RGB", (8 + k, 6), (40 * k, 80, 120)).save(root / name)

@@ -24,13 +24,6 @@ from curation.triplets import list_triplets, triplet_records
 from curation.views import ImageFilter, counters, image_captions, list_images
 
 
-@pytest.fixture
-def conn(tmp_path):
-    connection = open_store(tmp_path / "store.db")
-    yield connection
-    connection.close()
-
-
 def _store(conn):
     """Two images, three captions each; ann accepted the first caption and rejected the others."""
     ids = {}

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from project_paths import write_pngs
 
 from curation.cli import main
 from curation.importers import ImportOptions, import_file
@@ -22,19 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 UCM = ROOT.parent / "shared" / "data" / "ucm"
 UCM_CAPTIONS = UCM / "captions" / "ucm_captions_dataset.json"
 needs_ucm = pytest.mark.skipif(not UCM_CAPTIONS.is_file(), reason=f"real UC Merced data not found at {UCM}")
-
-
-@pytest.fixture
-def conn(tmp_path):
-    connection = open_store(tmp_path / "store.db")
-    yield connection
-    connection.close()
-
-
-def _png(root: Path, *names: str) -> None:
-    for name in names:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (8, 6), "green").save(root / name)
 
 
 def _count(conn, table: str) -> int:
@@ -72,7 +59,7 @@ def test_real_ucm_cli_from_the_files_folder_finds_nothing_and_says_why(tmp_path,
 
 
 def test_template_detection_given_template_and_header_check(conn, tmp_path):
-    _png(tmp_path, "imgs/1.png", "imgs/2.png")
+    write_pngs(tmp_path, "imgs/1.png", "imgs/2.png")
     (tmp_path / "imgs" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n but not a picture")
     _karpathy(tmp_path / "k.json", ["1.tif", "2.tif", "3.tif", "4.tif"])
     report = import_file(conn, "ucm", tmp_path / "k.json", ImportOptions(image_root=tmp_path))
@@ -110,7 +97,7 @@ def test_cli_no_check_files_and_image_template(tmp_path, capsys):
 
 def test_sentences_that_are_not_a_list_are_a_skipped_row(conn, tmp_path):
     """Today "sentences": "notalist" became seven one-letter captions."""
-    _png(tmp_path, "a.png", "b.png")
+    write_pngs(tmp_path, "a.png", "b.png")
     data = {"images": [{"filename": "a.png", "sentences": "notalist"},
                        {"filename": "b.png", "sentences": [{"raw": "fine ."}, {"tokens": ["a", 1]}]}]}
     (tmp_path / "k.json").write_text(json.dumps(data))
@@ -121,7 +108,7 @@ def test_sentences_that_are_not_a_list_are_a_skipped_row(conn, tmp_path):
 
 
 def test_negs_of_the_wrong_types_are_a_skipped_row_not_a_traceback(conn, tmp_path):
-    _png(tmp_path, "a.png", "b.png")
+    write_pngs(tmp_path, "a.png", "b.png")
     seed = [{"image": "a.png", "pos": "p", "negs": [1, None, {"x": 1}]},
             {"image": "b.png", "pos": "p", "negs": ["n"], "class": 7}]
     (tmp_path / "s.json").write_text(json.dumps(seed))
@@ -138,7 +125,7 @@ def test_negs_of_the_wrong_types_are_a_skipped_row_not_a_traceback(conn, tmp_pat
     ("x" * 2001, "2001 characters, more than the limit 2000"),
 ])
 def test_caption_rules_skip_the_row_naming_file_row_and_field(tmp_path, capsys, caption, reason):
-    _png(tmp_path, "a.png")
+    write_pngs(tmp_path, "a.png")
     lines = [{"image": "a.png", "caption": "good one"}, {"image": "a.png", "caption": caption}]
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
     db = str(tmp_path / "s.db")
@@ -148,7 +135,7 @@ def test_caption_rules_skip_the_row_naming_file_row_and_field(tmp_path, capsys, 
 
 
 def test_tab_and_newline_are_kept_in_captions(conn, tmp_path):
-    _png(tmp_path, "a.png")
+    write_pngs(tmp_path, "a.png")
     (tmp_path / "c.csv").write_text('image,caption,source\na.png,"two\tparts\nand lines",\n')
     report = import_file(conn, "csv", tmp_path / "c.csv", ImportOptions(image_root=tmp_path))
     assert report.skipped == [] and tuple(conn.execute("SELECT text, source FROM captions").fetchone()) == (
@@ -159,7 +146,7 @@ def test_tab_and_newline_are_kept_in_captions(conn, tmp_path):
 
 
 def test_paths_are_normalised_before_the_uniqueness_check(conn, tmp_path):
-    _png(tmp_path, "imgs/1.png")
+    write_pngs(tmp_path, "imgs/1.png")
     seed = [{"image": "./imgs/1.png", "pos": "p", "negs": ["n"]},
             {"image": "imgs//1.png", "pos": "q", "negs": ["m"]},
             {"image": ".", "pos": "p", "negs": ["n"]},
@@ -205,7 +192,7 @@ def test_malformed_json_exits_2_with_one_line(tmp_path, capsys, write, where):
 
 
 def test_a_paired_surrogate_escape_is_fine(conn, tmp_path):
-    _png(tmp_path, "a.png")
+    write_pngs(tmp_path, "a.png")
     (tmp_path / "s.json").write_text('[{"image": "a.png", "pos": "rocket \\ud83d\\ude80 \\\\ud800", "negs": ["n"]}]')
     report = import_file(conn, "seed-triplets", tmp_path / "s.json", ImportOptions(image_root=tmp_path))
     assert report.skipped == [] and conn.execute(
@@ -214,7 +201,7 @@ def test_a_paired_surrogate_escape_is_fine(conn, tmp_path):
 
 def test_invalid_utf8_at_row_4501_of_a_csv_commits_nothing(tmp_path, capsys):
     """Today no file or row was named and 4,000 rows were already committed."""
-    _png(tmp_path, "a.png")
+    write_pngs(tmp_path, "a.png")
     rows = b"".join(b"a.png,caption %d\n" % n for n in range(1, 4501))
     (tmp_path / "c.csv").write_bytes(b"image,caption\n" + rows + b"a.png,bad \xff byte\n" + b"a.png,after\n")
     db = tmp_path / "s.db"
@@ -247,7 +234,7 @@ def test_an_error_after_sqlite_rolled_back_is_not_replaced_by_the_rollback_error
 
 
 def test_a_full_store_during_import_reports_the_cause_and_keeps_the_store(tmp_path, capsys, monkeypatch):
-    _png(tmp_path, "a.png")
+    write_pngs(tmp_path, "a.png")
     seed = [{"image": "a.png", "pos": "p" * 1500, "negs": [f"{n}" * 1500 for n in range(1, 9)]}]
     (tmp_path / "s.json").write_text(json.dumps(seed))
     db = tmp_path / "s.db"
@@ -274,7 +261,7 @@ def test_a_full_store_during_import_reports_the_cause_and_keeps_the_store(tmp_pa
 
 
 def _store_with_one_caption(db: Path, root: Path) -> None:
-    _png(root, "a.png")
+    write_pngs(root, "a.png")
     (root / "c.csv").write_text("image,caption\na.png,one\n")
     connection = open_store(db)
     import_file(connection, "csv", root / "c.csv", ImportOptions(image_root=root))

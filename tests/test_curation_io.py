@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
+from project_paths import write_pngs
 
 from curation.cli import main
 from curation.decisions import edit_caption, record_decision
@@ -24,20 +25,6 @@ from curation.triplets import TripletFilter, list_triplets
 ROOT = Path(__file__).resolve().parents[1]
 UCM = ROOT.parent / "shared" / "data" / "ucm"
 needs_ucm = pytest.mark.skipif(not UCM.is_dir(), reason=f"real UC Merced data not found at {UCM}")
-
-
-@pytest.fixture
-def conn(tmp_path):
-    connection = open_store(tmp_path / "store.db")
-    yield connection
-    connection.close()
-
-
-def _png(root: Path, *names: str) -> None:
-    """Small real images, so imports with the default file check find them."""
-    for name in names:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (8, 6), "green").save(root / name)
 
 
 def _seed_file(path: Path, images: int, negs: int = 4, pngs: bool = True) -> list[dict]:
@@ -52,7 +39,7 @@ def _seed_file(path: Path, images: int, negs: int = 4, pngs: bool = True) -> lis
     ]
     path.write_text(json.dumps(records))
     if pngs:
-        _png(path.parent, *(r["image"] for r in records))
+        write_pngs(path.parent, *(r["image"] for r in records))
     return records
 
 
@@ -154,7 +141,7 @@ def test_karpathy_and_rsicap_importers(conn, tmp_path):
         ],
     }
     (tmp_path / "k.json").write_text(json.dumps(karpathy))
-    _png(tmp_path, "train/a.jpg", "r1.png", "r2.png", "r3.png")
+    write_pngs(tmp_path, "train/a.jpg", "r1.png", "r2.png", "r3.png")
     report = import_file(conn, "karpathy", tmp_path / "k.json", ImportOptions(image_root=tmp_path))
     assert report.captions_added == 2 and report.skipped[0].row == 2 and "'..'" in report.skipped[0].reason
     assert conn.execute("SELECT DISTINCT source FROM captions").fetchall()[0][0] == "rsicd"
@@ -176,7 +163,7 @@ def test_csv_and_jsonl_candidates_with_skipped_rows(conn, tmp_path):
     (tmp_path / "c.csv").write_text(
         'image,caption,source\na.png,a caption,model:qwen\n/abs.png,bad,\nb.png,,\nb.png,"multi\nline",\n'
     )
-    _png(tmp_path, "a.png", "b.png")
+    write_pngs(tmp_path, "a.png", "b.png")
     report = import_file(conn, "csv", tmp_path / "c.csv", ImportOptions(image_root=tmp_path))
     assert report.captions_added == 2
     assert [(s.row, "absolute" in s.reason or "empty" in s.reason) for s in report.skipped] == [
@@ -225,7 +212,7 @@ def test_readme_triplets_round_trip(conn, tmp_path, name):
     ]
     text = "\n".join(json.dumps(r) for r in records) if name.endswith("l") else json.dumps(records)
     (tmp_path / name).write_text(text)
-    _png(tmp_path, "a.png", "b.png")
+    write_pngs(tmp_path, "a.png", "b.png")
     report = import_file(conn, "triplets", tmp_path / name, ImportOptions(image_root=tmp_path))
     assert report.triplets_added == 3
     export_file(conn, "triplets", tmp_path / f"out-{name}")
@@ -268,7 +255,7 @@ def test_caption_table_csv_round_trip(conn, tmp_path):
     (tmp_path / "in.csv").write_text(
         'image,caption,source\na.png,one,import\na.png,"two, with comma",human\n'
     )
-    _png(tmp_path, "a.png")
+    write_pngs(tmp_path, "a.png")
     import_file(conn, "csv", tmp_path / "in.csv", ImportOptions(image_root=tmp_path))
     record_decision(conn, 1, 1, "accept", "ann")
     record_decision(conn, 1, 1, "reject", "bob")

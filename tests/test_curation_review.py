@@ -17,13 +17,6 @@ from curation.stats import agreement_summary, annotator_progress
 from curation.store import add_caption, add_image, open_store
 
 
-@pytest.fixture
-def conn(tmp_path):
-    connection = open_store(tmp_path / "store.db")
-    yield connection
-    connection.close()
-
-
 def _disagreement(conn):
     """ann accepts 'good' and rejects 'bad'; bob the other way round."""
     image_id = add_image(conn, "a.png")

@@ -24,13 +24,6 @@ from curation.triplets import TripletFilter, list_triplets, triplet_records
 from curation.views import ImageFilter, counters, image_captions, list_images, to_frame
 
 
-@pytest.fixture
-def conn(tmp_path):
-    connection = open_store(tmp_path / "store.db")
-    yield connection
-    connection.close()
-
-
 def _image(conn, name="a.png", captions=("good", "bad", "worse")):
     image_id = add_image(conn, name, cls="beach")
     return image_id, [add_caption(conn, image_id, text, "import") for text in captions]

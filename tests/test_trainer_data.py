@@ -238,3 +238,68 @@ def test_the_recipe_knob_is_checked_and_the_tiny_recipe_swaps():
         TrainConfig(augment_directions="swop")
     recipe = TrainConfig.from_dict(load_yaml("configs/tiny_ucm.yaml"))
     assert recipe.augment and recipe.augment_directions == "swap"
+
+
+def test_an_attribute_swap_replaces_one_whole_word_within_its_group():
+    import random
+    import re
+
+    from trainer.attribute_negatives import ATTRIBUTE_GROUPS, attribute_negatives, swap_attribute
+
+    text = "Two red buildings with flat roofs stand beside a Green, light-colored redwood lot."
+    words = re.findall(r"[\w-]+", text)
+    group_of = {w: g for g, ws in ATTRIBUTE_GROUPS.items() for w in ws}
+    changed_words = set()
+    for seed in range(200):
+        swapped = swap_attribute(text, random.Random(seed))
+        new = re.findall(r"[\w-]+", swapped)
+        diff = [(a, b) for a, b in zip(words, new) if a != b]
+        assert len(new) == len(words) and len(diff) == 1, swapped
+        old, replacement = diff[0]
+        assert group_of[old.lower()] == group_of[replacement.lower()] and old.lower() != replacement.lower()
+        assert old[0].isupper() == replacement[0].isupper()  # "Two" → "Four", "Green" → "Brown"
+        changed_words.add(old)
+    # every attribute word gets swapped; "redwood" is not "red", the hyphenated word is one word
+    assert changed_words == {"Two", "red", "flat", "Green", "light-colored"}
+    assert swap_attribute("A harbour with boats.", random.Random(0)) is None
+    assert {swap_attribute("a grey roof", random.Random(s)) for s in range(100)}.isdisjoint({"a gray roof"})
+    several = attribute_negatives(text, 3, random.Random(1))
+    assert len(several) == len(set(several)) == 3 and text not in several
+    assert attribute_negatives("a roof", 3, random.Random(1)) == []
+
+
+def test_attribute_negatives_are_seeded_follow_the_turn_and_form_their_own_group(tmp_path, tiny_scorer):
+    from trainer.config import TrainConfig
+    from trainer.loop import _objective
+
+    root = tmp_path / "images"
+    root.mkdir()
+    corner_image().save(root / "corner.png")
+    Image.new("RGB", (40, 40), "green").save(root / "plain.png")
+    records = load_records([
+        seed_record("corner.png", "a red roof in the upper left corner", ["a blue roof in the upper left corner",
+                                                                         "There is a roof."]),
+        seed_record("plain.png", "a harbour", ["a beach", "water."]),
+    ], root)
+    dataset = TripletDataset(records, root, tiny_scorer.processor, augment_images=True, attribute_negatives=2)
+    for epoch in range(6):
+        item = dataset[(epoch, 0)]
+        assert item["swapped"] == dataset[(epoch, 0)]["swapped"]  # drawn from (seed, epoch, record)
+        assert len(item["swapped"]) == 2 and item["record"].positive not in item["swapped"]
+        corner = red_corner(item["image"])
+        # built from the turned positive: the corner named is where the red quarter went
+        assert all(f"in the {corner} corner" in text for text in item["swapped"])
+    assert dataset[(0, 1)]["swapped"] == []  # nothing to swap in "a harbour"
+    batch = TripletCollator(tiny_scorer.processor)([dataset[(0, 0)], dataset[(0, 1)]])
+    captions, owners = batch.negatives["swapped"]
+    assert [batch.texts[i] for i in captions] == dataset[(0, 0)]["swapped"] and owners.tolist() == [0, 0]
+    plain_item = TripletDataset(records, root, tiny_scorer.processor)[(0, 0)]
+    assert "swapped" not in plain_item
+    assert "swapped" not in TripletCollator(tiny_scorer.processor)([plain_item]).negatives
+    # the focal "swapped" term weighs as the hard one unless the recipe says otherwise
+    assert _objective(TrainConfig(), 1).focal.weights["swapped"] == 2.0
+    assert _objective(TrainConfig(focal_term_weights={"random": 0.5, "hard": 3.0, "other": 0.5}), 1
+                      ).focal.weights["swapped"] == 3.0
+    assert _objective(TrainConfig(focal_term_weights={"hard": 2.0, "swapped": 0.5}), 1).focal.weights["swapped"] == 0.5
+    with pytest.raises(ValueError, match="attribute_negatives must be 0 or more, got -1"):
+        TrainConfig(attribute_negatives=-1)

@@ -46,6 +46,7 @@ class TrainConfig:
     on_invalid: str = "error"  # bad records: "error" (report and stop) | "skip" (report and drop)
     augment: bool = False  # random flips / 90° turns of the training images
     augment_directions: str = "swap"  # captions naming a direction: "swap" the words | "skip" the turn | "ignore"
+    attribute_negatives: int = 0  # per record and epoch: its positive with one colour/count/shape word swapped
     cache_images: bool = False  # keep decoded training images in memory
     num_workers: int = 0
     # -- loss --------------------------------------------------------------------------------------
@@ -53,6 +54,7 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # per loss name, default 1.0
     focal_margin: float = 0.5
     focal_gamma: float = 2.0
+    # per negative group; "swapped" (the attribute negatives) defaults to the "hard" weight
     focal_term_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TERM_WEIGHTS))
     contrastive_negatives: bool = True  # the batch's negative captions are extra contrastive columns
     contrastive_gather: bool = True  # DDP: InfoNCE/SigLIP over all processes' batches (trainer.distributed)
@@ -90,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"augment_directions must be swap, skip or ignore, got {self.augment_directions!r}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ValueError(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
+        if self.attribute_negatives < 0:
+            raise ValueError(f"attribute_negatives must be 0 or more, got {self.attribute_negatives}")
         for name in ("batch_size", "grad_accum", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

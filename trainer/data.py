@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from common.paths import resolve_inside
 from scorer.images import ImageLoadError
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
+from trainer.attribute_negatives import attribute_negatives
 from trainer.augment import AUGMENT_DIRECTIONS, draw_transform, mentions_directions, rewrite_record
 from trainer.negatives import NEGATIVE_GROUPS, negative_groups, random_other_caption
 from trainer.records import TripletRecord
@@ -73,17 +74,22 @@ def augment(image: Image.Image, record: TripletRecord, rng: random.Random,
 
 
 class TripletDataset(Dataset):
-    """Items keyed by (epoch, record index): the loaded image (or the error), captions by role."""
+    """Items keyed by (epoch, record index): the loaded image (or the error), captions by role.
+
+    ``attribute_negatives`` > 0 adds that many attribute-swapped positives per item
+    (``trainer.attribute_negatives``), the "swapped" group of the batch.
+    """
 
     def __init__(self, records: Sequence[TripletRecord], image_root: str | Path, processor: DualEncoderProcessor,
                  seed: int = 0, augment_images: bool = False, cache_images: bool = False,
-                 augment_directions: str = "swap"):
+                 augment_directions: str = "swap", attribute_negatives: int = 0):
         self.records = list(records)
         self.image_root = Path(image_root)
         self.processor = processor
         self.seed = seed
         self.augment_images = augment_images
         self.augment_directions = augment_directions
+        self.attribute_negatives = attribute_negatives
         self.cache: dict[str, Image.Image] | None = {} if cache_images else None
 
     def __len__(self) -> int:
@@ -112,6 +118,10 @@ class TripletDataset(Dataset):
         if self.augment_images:
             per_image = random.Random(f"{self.seed}/{epoch}/{record.image}")
             item["image"], item["record"] = augment(image, record, per_image, self.augment_directions)
+        if self.attribute_negatives:
+            # drawn from the positive as augmented, so a swapped caption never contradicts the turn
+            item["swapped"] = attribute_negatives(item["record"].positive, self.attribute_negatives,
+                                                  random.Random(f"{self.seed}/{epoch}/{index}/swap"))
         return item
 
 
@@ -121,7 +131,7 @@ class TripletBatch:
 
     ``image_index``/``positive_index`` (B,): each triplet's image row and positive caption row;
     ``negatives`` = {"random"|"hard"|"other": (caption rows (k,), triplet rows (k,))}, the groups of
-    ``trainer.negatives``.
+    ``trainer.negatives``, and "swapped" when the dataset draws attribute negatives (training only).
     """
 
     pixel_values: torch.Tensor  # (n_patches, C·T·P·P)
@@ -184,6 +194,9 @@ class TripletCollator:
             image_index.append(images[record.image])
             positive_index.append(texts.setdefault(record.positive, len(texts)))
             groups = negative_groups(record, item["random"]) if self.with_negatives else {}
+            if self.with_negatives and item.get("swapped"):
+                groups["swapped"] = item["swapped"]
+                pairs.setdefault("swapped", ([], []))
             for group, captions in groups.items():
                 for caption in captions:
                     pairs[group][0].append(texts.setdefault(caption, len(texts)))

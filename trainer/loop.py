@@ -37,7 +37,7 @@ from trainer.checkpoints import copy_checkpoint, load_trainer_state, rng_state, 
 from trainer.config import TrainConfig
 from trainer.data import TripletCollator, TripletDataset, epoch_batches
 from trainer.evaluate import TripletEvaluator
-from trainer.losses import FocalTripletLoss, Objective, parse_loss_spec
+from trainer.losses import DEFAULT_TERM_WEIGHTS, FocalTripletLoss, Objective, parse_loss_spec
 from trainer.losses.contrastive import MAX_LOGIT_SCALE
 from trainer.model_setup import (
     TextFeatureCache,
@@ -179,7 +179,7 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
     model, processor = build_model(config, accelerator.device, resume_from)
     objective = _objective(config, accelerator.num_processes)
     dataset = TripletDataset(records, config.image_root, processor, config.seed, config.augment, config.cache_images,
-                             config.augment_directions)
+                             config.augment_directions, config.attribute_negatives)
     collator = TripletCollator(processor, with_negatives=objective.uses_negatives)
     text_cache = _prepare_model(model, config, objective)
     steps_per_epoch, max_steps, warmup = _step_counts(config, len(dataset), accelerator.num_processes)
@@ -274,8 +274,11 @@ def _load_data(config: TrainConfig) -> tuple[list[TripletRecord], TripletEvaluat
 
 
 def _objective(config: TrainConfig, num_processes: int) -> Objective:
+    # the attribute negatives are edits of the positive, as the hard negative is: its weight unless set
+    term_weights = {"swapped": config.focal_term_weights.get("hard", DEFAULT_TERM_WEIGHTS["hard"]),
+                    **config.focal_term_weights}
     return Objective(parse_loss_spec(config.loss, config.loss_weights),
-                     FocalTripletLoss(config.focal_margin, config.focal_gamma, config.focal_term_weights),
+                     FocalTripletLoss(config.focal_margin, config.focal_gamma, term_weights),
                      config.contrastive_negatives, gather=config.contrastive_gather and num_processes > 1)
 
 

@@ -29,8 +29,8 @@ from curation.views import CaptionRow, counters, image_captions
 from loop import Services, add_generated_captions, add_hard_negatives
 from scorer.images import ImageLoadError, load_image
 from ui.captions import caption_ref, caption_table
-from ui.common import EN as TEXT_KEYS
 from ui.common import acting_user, require, say
+from ui.strings import EN as TEXT_KEYS
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,11 @@ from loop import Services
 from ui.annotate import empty_state
 from ui.annotate_tab import build_annotate_tab
 from ui.browse import build_browse_tab
-from ui.common import KEY_LABELS, publish_roots, tr, user_errors
+from ui.common import publish_roots, tr, user_errors
 from ui.data import build_data_tab
 from ui.models import build_models_tab
 from ui.review import build_review_tab
+from ui.strings import KEY_LABELS
 from ui.train import build_train_tab
 
 _HERE = Path(__file__).parent

@@ -34,6 +34,19 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 
 
+MAX_LISTED_SKIPS = 20  # a command prints this many skipped rows, then a count of the rest
+
+
+def print_report(report, label: str = "", strict: bool = False) -> int:
+    """Print an import's summary and its first skipped rows (each prefixed with ``label``) → the command's
+    exit status: 1 under ``strict`` when anything was skipped, else 0."""
+    print(report.summary())
+    for skipped in report.skipped[:MAX_LISTED_SKIPS]:
+        print(f"  {label}skipped {skipped}")
+    if len(report.skipped) > MAX_LISTED_SKIPS:
+        print(f"  ... and {len(report.skipped) - MAX_LISTED_SKIPS} more skipped rows")
+    return 1 if strict and report.skipped else 0
+
 @dataclass(frozen=True)
 class ImportOptions:
     """``image_root``: folder the image paths are relative to (default: the current folder);

@@ -213,7 +213,7 @@ ZH_TABS = ["标注", "浏览 / 搜索", "审核", "数据", "训练", "模型"]
 
 def english_ui_strings() -> list[str]:
     """The English UI texts that have a Chinese translation (placeholders cut off), longest first."""
-    from ui.common import EN, ZH
+    from ui.strings import EN, ZH
 
     texts = set()
     for key, value in EN.items():
