@@ -303,3 +303,51 @@ def test_attribute_negatives_are_seeded_follow_the_turn_and_form_their_own_group
     assert _objective(TrainConfig(focal_term_weights={"hard": 2.0, "swapped": 0.5}), 1).focal.weights["swapped"] == 0.5
     with pytest.raises(ValueError, match="attribute_negatives must be 0 or more, got -1"):
         TrainConfig(attribute_negatives=-1)
+
+
+def test_random_resized_crops_are_seeded_keep_the_size_and_cover_at_least_the_minimum_area():
+    import random
+
+    import numpy as np
+
+    from trainer.augment import random_resized_crop
+
+    xs, ys = np.meshgrid(np.arange(200), np.arange(160))  # red = column, green = row: a pixel tells its place
+    image = Image.fromarray(np.stack([xs, ys, np.zeros_like(xs)], axis=-1).astype(np.uint8))
+    assert random_resized_crop(image, 1.0, random.Random(0)) is image
+    boxes = set()
+    for seed in range(40):
+        crop = random_resized_crop(image, 0.5, random.Random(seed))
+        assert crop.size == image.size
+        assert np.array_equal(np.asarray(crop), np.asarray(random_resized_crop(image, 0.5, random.Random(seed))))
+        pixels = np.asarray(crop).astype(int)
+        width = pixels[..., 0].max() - pixels[..., 0].min() + 1
+        height = pixels[..., 1].max() - pixels[..., 1].min() + 1
+        assert width * height >= 0.5 * 200 * 160 * 0.97  # resampling may shave a pixel off an edge
+        assert 0.75 * 0.97 <= width / height <= 4 / 3 * 1.03
+        boxes.add((width, height, pixels[0, 0, 0], pixels[0, 0, 1]))
+    assert len(boxes) > 30
+
+
+def test_crops_draw_from_their_own_stream_so_the_turns_stay_the_same(tmp_path):
+    from trainer.config import TrainConfig
+
+    root = tmp_path / "images"
+    root.mkdir()
+    corner_image().resize((200, 200), Image.NEAREST).save(root / "corner.png")
+    records = load_records([seed_record("corner.png", "red in the upper left corner",
+                                        ["red in the upper right corner"])], root)
+
+    class Pixels:
+        @staticmethod
+        def load_images(paths):
+            return [Image.open(p).convert("RGB") for p in paths]
+
+    for epoch in range(8):
+        plain = TripletDataset(records, root, Pixels(), augment_images=True)[(epoch, 0)]
+        cropped = TripletDataset(records, root, Pixels(), augment_images=True, crop_scale=0.9)[(epoch, 0)]
+        assert cropped["record"] == plain["record"]  # the same turn, the same rewritten captions
+        assert cropped["image"].size == plain["image"].size
+        assert red_corner(cropped["image"]) == red_corner(plain["image"])  # 90 % of the area keeps the corners
+    with pytest.raises(ValueError, match=r"augment_crop_scale must be in \(0, 1\], got 0"):
+        TrainConfig(augment_crop_scale=0)

@@ -12,6 +12,7 @@ or "lower density" stay. Compass words (north, south-east, western) follow the i
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, replace
@@ -67,6 +68,28 @@ def draw_transform(rng: random.Random) -> Transform:
     """A uniformly random element of the group (the same draws the image-only augmentation always made)."""
     turns = rng.choice([0, 1, 2, 3])
     return Transform(turns, rng.random() < 0.5)
+
+
+def random_resized_crop(image: Image.Image, min_scale: float, rng: random.Random) -> Image.Image:
+    """A crop of ``min_scale`` to all of the image's area (aspect 3/4 to 4/3), resized back to the image's
+    size: torchvision's ``RandomResizedCrop``, its parameters drawn from ``rng`` (torchvision draws from
+    torch's global generator) so that a resumed run sees the same crops. ``min_scale`` 1: the image as is.
+
+    A crop moves no direction word: what is left of the tile keeps its sides.
+    """
+    if min_scale >= 1.0:
+        return image
+    from torchvision.transforms.functional import resized_crop
+
+    width, height = image.size
+    for _ in range(10):  # torchvision's rejection draws; then the whole image, as its fallback does
+        area = width * height * rng.uniform(min_scale, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        crop_w, crop_h = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top, left = rng.randint(0, height - crop_h), rng.randint(0, width - crop_w)
+            return resized_crop(image, top, left, crop_h, crop_w, [height, width], antialias=True)
+    return image
 
 
 def _like(word: str, template: str) -> str:

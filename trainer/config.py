@@ -46,6 +46,7 @@ class TrainConfig:
     on_invalid: str = "error"  # bad records: "error" (report and stop) | "skip" (report and drop)
     augment: bool = False  # random flips / 90° turns of the training images
     augment_directions: str = "swap"  # captions naming a direction: "swap" the words | "skip" the turn | "ignore"
+    augment_crop_scale: float = 1.0  # with augment: random crops of this share of the area or more (1: none)
     attribute_negatives: int = 0  # per record and epoch: its positive with one colour/count/shape word swapped
     cache_images: bool = False  # keep decoded training images in memory
     num_workers: int = 0
@@ -92,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"augment_directions must be swap, skip or ignore, got {self.augment_directions!r}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ValueError(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
+        if not 0.0 < self.augment_crop_scale <= 1.0:
+            raise ValueError(f"augment_crop_scale must be in (0, 1], got {self.augment_crop_scale}")
         if self.attribute_negatives < 0:
             raise ValueError(f"attribute_negatives must be 0 or more, got {self.attribute_negatives}")
         for name in ("batch_size", "grad_accum", "log_every", "save_every"):

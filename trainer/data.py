@@ -25,7 +25,13 @@ from common.paths import resolve_inside
 from scorer.images import ImageLoadError
 from scorer.qwen2_5_vl.processing import DualEncoderProcessor
 from trainer.attribute_negatives import attribute_negatives
-from trainer.augment import AUGMENT_DIRECTIONS, draw_transform, mentions_directions, rewrite_record
+from trainer.augment import (
+    AUGMENT_DIRECTIONS,
+    draw_transform,
+    mentions_directions,
+    random_resized_crop,
+    rewrite_record,
+)
 from trainer.negatives import NEGATIVE_GROUPS, negative_groups, random_other_caption
 from trainer.records import TripletRecord
 
@@ -76,13 +82,14 @@ def augment(image: Image.Image, record: TripletRecord, rng: random.Random,
 class TripletDataset(Dataset):
     """Items keyed by (epoch, record index): the loaded image (or the error), captions by role.
 
-    ``attribute_negatives`` > 0 adds that many attribute-swapped positives per item
+    ``crop_scale`` < 1 (with ``augment_images``) adds random resized crops of at least that share of the
+    area. ``attribute_negatives`` > 0 adds that many attribute-swapped positives per item
     (``trainer.attribute_negatives``), the "swapped" group of the batch.
     """
 
     def __init__(self, records: Sequence[TripletRecord], image_root: str | Path, processor: DualEncoderProcessor,
                  seed: int = 0, augment_images: bool = False, cache_images: bool = False,
-                 augment_directions: str = "swap", attribute_negatives: int = 0):
+                 augment_directions: str = "swap", attribute_negatives: int = 0, crop_scale: float = 1.0):
         self.records = list(records)
         self.image_root = Path(image_root)
         self.processor = processor
@@ -90,6 +97,7 @@ class TripletDataset(Dataset):
         self.augment_images = augment_images
         self.augment_directions = augment_directions
         self.attribute_negatives = attribute_negatives
+        self.crop_scale = crop_scale
         self.cache: dict[str, Image.Image] | None = {} if cache_images else None
 
     def __len__(self) -> int:
@@ -118,6 +126,8 @@ class TripletDataset(Dataset):
         if self.augment_images:
             per_image = random.Random(f"{self.seed}/{epoch}/{record.image}")
             item["image"], item["record"] = augment(image, record, per_image, self.augment_directions)
+            crop_draws = random.Random(f"{self.seed}/{epoch}/{record.image}/crop")  # its own stream: turns unchanged
+            item["image"] = random_resized_crop(item["image"], self.crop_scale, crop_draws)
         if self.attribute_negatives:
             # drawn from the positive as augmented, so a swapped caption never contradicts the turn
             item["swapped"] = attribute_negatives(item["record"].positive, self.attribute_negatives,

@@ -179,7 +179,7 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None, stop_event
     model, processor = build_model(config, accelerator.device, resume_from)
     objective = _objective(config, accelerator.num_processes)
     dataset = TripletDataset(records, config.image_root, processor, config.seed, config.augment, config.cache_images,
-                             config.augment_directions, config.attribute_negatives)
+                             config.augment_directions, config.attribute_negatives, config.augment_crop_scale)
     collator = TripletCollator(processor, with_negatives=objective.uses_negatives)
     text_cache = _prepare_model(model, config, objective)
     steps_per_epoch, max_steps, warmup = _step_counts(config, len(dataset), accelerator.num_processes)
