@@ -149,6 +149,15 @@ def red_corner(image, colour=(255, 0, 0)) -> str:
     raise AssertionError(f"no corner of colour {colour}")
 
 
+def corner_and_plain_images(tmp_path):
+    """A folder with corner.png (:func:`corner_image`) and plain.png (all green)."""
+    root = tmp_path / "images"
+    root.mkdir()
+    corner_image().save(root / "corner.png")
+    Image.new("RGB", (40, 40), "green").save(root / "plain.png")
+    return root
+
+
 def corner_image():
     image = Image.new("RGB", (40, 40), "white")
     image.paste((255, 0, 0), (0, 0, 20, 20))  # the upper left quarter
@@ -194,10 +203,7 @@ def test_direction_words_closed_cases(text, turns, flip, expected):
 def test_a_turned_records_positive_and_negatives_move_with_its_image(tmp_path):
     from trainer.augment import mentions_directions
 
-    root = tmp_path / "images"
-    root.mkdir()
-    corner_image().save(root / "corner.png")
-    Image.new("RGB", (40, 40), "green").save(root / "plain.png")
+    root = corner_and_plain_images(tmp_path)
     records = load_records([
         seed_record("corner.png", "red in the upper left corner", ["red in the upper right corner",
                                                                    "There is a red square.", "red on the left side"]),
@@ -272,10 +278,7 @@ def test_attribute_negatives_are_seeded_follow_the_turn_and_form_their_own_group
     from trainer.config import TrainConfig
     from trainer.loop import _objective
 
-    root = tmp_path / "images"
-    root.mkdir()
-    corner_image().save(root / "corner.png")
-    Image.new("RGB", (40, 40), "green").save(root / "plain.png")
+    root = corner_and_plain_images(tmp_path)
     records = load_records([
         seed_record("corner.png", "a red roof in the upper left corner", ["a blue roof in the upper left corner",
                                                                          "There is a roof."]),
