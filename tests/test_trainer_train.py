@@ -243,3 +243,19 @@ def test_two_accumulated_micro_batches_equal_one_batch_twice_the_size(demo_small
     assert len(moved) > 10  # one AdamW step moved the trained weights
     for name in whole:
         torch.testing.assert_close(accumulated[name], whole[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_frozen_vision_blocks_stay_fixed_while_the_merger_and_the_text_tower_train(demo_small, demo_root, tmp_path):
+    config = TrainConfig(**FAST, freeze_vision_blocks=True, train_file=str(demo_small), image_root=str(demo_root),
+                         output_dir=str(tmp_path / "run"), max_steps=2, lr=1e-3, warmup_steps=0)
+    before = {name: value.clone() for name, value in _initial(config).state_dict().items()}
+    train(config)
+    after = load_checkpoint(tmp_path / "run" / "last")[0].state_dict()
+
+    def changed(part: str) -> bool:
+        names = [name for name in before if part in name]
+        assert names, part
+        return any(not torch.equal(before[name], after[name]) for name in names)
+
+    assert not changed("visual.blocks.") and not changed("visual.patch_embed.")
+    assert changed("visual.merger.") and changed("language_model.layers.")

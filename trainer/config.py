@@ -29,6 +29,7 @@ class TrainConfig:
     init_checkpoint: str | None = None  # continue from this scorer checkpoint instead (the app's active model)
     train_backbone: str = "lora"  # "lora" | "full" (needed for the random tiny backbone) | "none" (heads only)
     freeze_token_embeddings: bool = False  # with "full": keep the (vocabulary-sized) input embeddings fixed
+    freeze_vision_blocks: bool = False  # with "full": keep the vision encoder's patch embedding and blocks fixed
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05

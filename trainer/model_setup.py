@@ -76,6 +76,9 @@ def set_trainable(model: DualEncoder, config: TrainConfig, uses_logit_scale: boo
             lm_head.requires_grad_(False)  # untied LM head: the dual encoder never uses it
         if config.freeze_token_embeddings:
             embeddings.requires_grad_(False)
+        if config.freeze_vision_blocks:  # fixed image features; the merger, pooling and head still learn
+            for name, module in model.vision.named_children():
+                module.requires_grad_(name == "merger")
     elif config.train_backbone == "lora":
         for name, parameter in model.backbone.named_parameters():
             parameter.requires_grad_("lora_" in name)
