@@ -18,6 +18,8 @@ from __future__ import annotations
 import random
 import re
 
+from trainer.augment import match_case
+
 # Each group: words a caption may use for the same property, any one of which is a plausible wrong value.
 ATTRIBUTE_GROUPS: dict[str, tuple[str, ...]] = {
     "colour": ("red", "blue", "green", "brown", "yellow", "white", "gray", "grey", "black", "orange", "beige",
@@ -43,10 +45,6 @@ _PATTERN = re.compile(r"(?<![\w-])(" + "|".join(sorted(map(re.escape, _GROUP_OF)
                       + r")(?![\w-])", re.IGNORECASE)
 
 
-def _like(word: str, template: str) -> str:
-    return word[:1].upper() + word[1:] if template[:1].isupper() else word
-
-
 def attribute_words(text: str) -> list[re.Match]:
     """The whole words of ``text`` that belong to an attribute group (hyphenated words count whole)."""
     return list(_PATTERN.finditer(text))
@@ -62,7 +60,7 @@ def swap_attribute(text: str, rng: random.Random) -> str | None:
     word = match.group(1).lower()
     same = {"gray", "grey"} if word in ("gray", "grey") else {word}
     choices = [other for other in ATTRIBUTE_GROUPS[_GROUP_OF[word]] if other not in same]
-    new = _like(rng.choice(choices), match.group(1))
+    new = match_case(rng.choice(choices), match.group(1))
     return text[:match.start(1)] + new + text[match.end(1):]
 
 

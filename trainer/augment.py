@@ -92,7 +92,8 @@ def random_resized_crop(image: Image.Image, min_scale: float, rng: random.Random
     return image
 
 
-def _like(word: str, template: str) -> str:
+def match_case(word: str, template: str) -> str:
+    """``word`` written in ``template``'s case: all capitals, a capital first, or as is."""
     if template.isupper() and len(template) > 1:
         return word.upper()
     return word[:1].upper() + word[1:] if template[:1].isupper() else word
@@ -123,7 +124,7 @@ def _pair(text: str, transform: Transform) -> str:
     horizontal = next(d for d in moved if d in ("left", "right"))
     words = (_FORMS[form][DIRECTIONS.index(vertical)],
              _FORMS[0 if form < 4 else 4][DIRECTIONS.index(horizontal)] + (tail or ""))
-    return _like(words[0], first) + sep + _like(words[1], second)
+    return match_case(words[0], first) + sep + match_case(words[1], second)
 
 
 def rewrite_directions(text: str, transform: Transform) -> str:
@@ -137,11 +138,11 @@ def rewrite_directions(text: str, transform: Transform) -> str:
         word = match.group("word")
         lower = word.lower()
         if lower in _ORIENTATION:
-            return _like(_ORIENTATION[lower], word) if transform.turns % 2 else word
+            return match_case(_ORIENTATION[lower], word) if transform.turns % 2 else word
         if not _is_direction(text, match, lower):
             return word
         form, direction = _WORD[lower]
-        return _like(_FORMS[form][DIRECTIONS.index(transform.move(direction))], word)
+        return match_case(_FORMS[form][DIRECTIONS.index(transform.move(direction))], word)
 
     return _PATTERN.sub(substitute, text)
 

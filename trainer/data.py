@@ -206,11 +206,11 @@ class TripletCollator:
             groups = negative_groups(record, item["random"]) if self.with_negatives else {}
             if self.with_negatives and item.get("swapped"):
                 groups["swapped"] = item["swapped"]
-                pairs.setdefault("swapped", ([], []))
             for group, captions in groups.items():
+                caption_rows, owners = pairs.setdefault(group, ([], []))
                 for caption in captions:
-                    pairs[group][0].append(texts.setdefault(caption, len(texts)))
-                    pairs[group][1].append(row)
+                    caption_rows.append(texts.setdefault(caption, len(texts)))
+                    owners.append(row)
         pixels = self.processor.pixels(pil_images)
         tokens = self.processor.texts(list(texts))
         return TripletBatch(

@@ -47,6 +47,7 @@ def print_report(report, label: str = "", strict: bool = False) -> int:
         print(f"  ... and {len(report.skipped) - MAX_LISTED_SKIPS} more skipped rows")
     return 1 if strict and report.skipped else 0
 
+
 @dataclass(frozen=True)
 class ImportOptions:
     """``image_root``: folder the image paths are relative to (default: the current folder);
